@@ -228,17 +228,22 @@ class XsRaw:
             got.append(m)
 
     def eof(self, timeout=2.0):
-        """True when the server closed the connection (nothing more to read)."""
+        """True when the server closed the connection within `timeout`; bytes that arrive
+        meanwhile are kept for recv()."""
+        old = self.sock.gettimeout()
         self.sock.settimeout(timeout)
         try:
             while True:
                 c = self.sock.recv(65536)
                 if not c:
                     return True
+                self.buf += c
         except ConnectionResetError:
             return True
         except socket.timeout:
             return False
+        finally:
+            self.sock.settimeout(old)
 
     # Convenience wrappers asserting success.
     def ok(self, mtype, payload=b"", tx=0):
