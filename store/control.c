@@ -1,0 +1,210 @@
+/* XS_CONTROL (spec §9): check, log, logfile, memreport, print, quota, quota-soft,
+ * help; live-update answers a plain failure string until it is implemented. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <talloc.h>
+
+#include "store/xstored.h"
+
+#define MAX_ARGS 5
+
+static const char help_text[] =
+	"check\t\n"
+	"log\ton|off\n"
+	"live-update\t[-c <cmdline>] [-F] [-t <timeout>] <file>\n"
+	"    Default timeout is 60 seconds.\n"
+	"logfile\t<file>\n"
+	"memreport\t[<file>]\n"
+	"print\t<string>\n"
+	"quota\t[set <name> <val>|<domid>]\n"
+	"quota-soft\t[set <name> <val>]\n"
+	"help\t\n";
+
+static int ctl_check(struct req *r, const char **a, unsigned int n)
+{
+	if (n != 0)
+		return -EINVAL;
+	return reply_str(r, "OK");
+}
+
+static int ctl_log(struct req *r, const char **a, unsigned int n)
+{
+	if (n != 1)
+		return -EINVAL;
+	if (strcmp(a[0], "on") == 0) {
+		if (!trace_on() && opts.trace_file)
+			trace_open(opts.trace_file);
+	} else if (strcmp(a[0], "off") == 0) {
+		trace_close();
+	} else {
+		return -EINVAL;
+	}
+	return reply_str(r, "OK");
+}
+
+static int ctl_logfile(struct req *r, const char **a, unsigned int n)
+{
+	char *f;
+	int ret;
+
+	if (n != 1)
+		return -EINVAL;
+	f = talloc_strdup(xsd_ctx, a[0]);
+	if (!f)
+		return -ENOMEM;
+	ret = trace_open(f);
+	if (ret < 0) {
+		talloc_free(f);
+		return ret;
+	}
+	opts.trace_file = f;
+	return reply_str(r, "OK");
+}
+
+static int ctl_memreport(struct req *r, const char **a, unsigned int n)
+{
+	FILE *f;
+
+	if (n > 1)
+		return -EINVAL;
+	if (n == 1) {
+		f = fopen(a[0], "a");
+		if (!f)
+			return -errno;
+	} else {
+		if (!opts.trace_file)
+			return -EBADF;
+		f = fopen(opts.trace_file, "a");
+		if (!f)
+			return -errno;
+	}
+	fprintf(f, "xstored memory report: %lu nodes, %lu connections\n", node_count(),
+		conn_total());
+	talloc_report_full(xsd_ctx, f);
+	fclose(f);
+	return reply_str(r, "OK");
+}
+
+static int ctl_print(struct req *r, const char **a, unsigned int n)
+{
+	if (n != 1)
+		return -EINVAL;
+	trace_printf("control: %s\n", a[0]);
+	return reply_str(r, "OK");
+}
+
+static int quota_report(struct req *r, bool soft)
+{
+	char *s = talloc_strdup(r->ctx, "Quota settings:\n");
+
+	for (int i = 0; i < Q_COUNT && s; i++) {
+		if (soft && !quotas[i].soft)
+			continue;
+		const char *lvl = i == Q_MEMORY ? (soft ? " (warning level)" : " (error level)")
+						: "";
+		s = talloc_asprintf_append(s, "%-17s: %8d %s%s\n", quotas[i].name,
+					   soft ? quotas[i].soft : quotas[i].hard, quotas[i].descr,
+					   lvl);
+	}
+	return s ? reply_str(r, s) : -ENOMEM;
+}
+
+static int quota_set(const char **a, unsigned int n, bool soft)
+{
+	int q, val;
+
+	if (n != 3 || strcmp(a[0], "set") != 0)
+		return -EINVAL;
+	q = quota_by_name(a[1]);
+	val = atoi(a[2]);
+	if (q < 0 || val < 1 || (soft && !quotas[q].soft))
+		return -EINVAL;
+	if (soft)
+		quotas[q].soft = val;
+	else
+		quotas[q].hard = val;
+	return 0;
+}
+
+static int ctl_quota(struct req *r, const char **a, unsigned int n)
+{
+	int ret;
+
+	if (n == 0)
+		return quota_report(r, false);
+	if (n == 1) {
+		unsigned int domid = (unsigned int)atoi(a[0]);
+		struct domain *d = domain_get(domid);
+		struct conn *c;
+		char *s;
+
+		if (!d || (domid != 0 && !d->introduced))
+			return -ENOENT;
+		c = d->conn;
+		s = talloc_asprintf(r->ctx,
+				    "Domain %u:\n%-16s: %8d\n%-16s: %8u\n%-16s: %8u\n%-16s: %8u\n"
+				    "%-16s: %8ld\n",
+				    domid, "nodes", d->nodes, "watches", c ? c->nwatches : 0,
+				    "transactions", c ? c->ntxns : 0, "outstanding",
+				    c ? c->out_count : 0, "memory", d->memory);
+		return s ? reply_str(r, s) : -ENOMEM;
+	}
+	ret = quota_set(a, n, false);
+	return ret < 0 ? ret : reply_str(r, "OK");
+}
+
+static int ctl_quota_soft(struct req *r, const char **a, unsigned int n)
+{
+	int ret;
+
+	if (n == 0)
+		return quota_report(r, true);
+	ret = quota_set(a, n, true);
+	return ret < 0 ? ret : reply_str(r, "OK");
+}
+
+static int ctl_help(struct req *r, const char **a, unsigned int n)
+{
+	if (n != 0)
+		return -EINVAL;
+	return reply_str(r, help_text);
+}
+
+static int ctl_live_update(struct req *r, const char **a, unsigned int n)
+{
+	if (n == 0)
+		return -EINVAL;
+	return reply_str(r, "Live-update is not supported by xstored yet.");
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(struct req *r, const char **a, unsigned int n);
+} ctls[] = {
+	{"check", ctl_check},
+	{"log", ctl_log},
+	{"live-update", ctl_live_update},
+	{"logfile", ctl_logfile},
+	{"memreport", ctl_memreport},
+	{"print", ctl_print},
+	{"quota", ctl_quota},
+	{"quota-soft", ctl_quota_soft},
+	{"help", ctl_help},
+};
+
+int do_control(struct req *r)
+{
+	const char *v[MAX_ARGS + 1];
+	unsigned int n = req_strings(r, v, MAX_ARGS + 1);
+
+	if (n == 0)
+		return -EINVAL;
+	if (n > MAX_ARGS + 1)
+		n = MAX_ARGS + 1;
+	for (unsigned int i = 0; i < sizeof(ctls) / sizeof(ctls[0]); i++)
+		if (strcmp(ctls[i].name, v[0]) == 0)
+			return ctls[i].fn(r, v + 1, n - 1);
+	return -EINVAL;
+}

@@ -1,0 +1,186 @@
+/* Unix socket transport: the listening socket and its (privileged) connections.
+ *
+ * Reads use recvmsg so that SCM_RIGHTS fds (the ring handoff, see
+ * docs/xenstore-ring-transport.md) are collected on the connection; dispatch hands
+ * them to the next INTRODUCE.  Polling is level-triggered: EPOLLIN while the
+ * connection may read (conn_can_read), EPOLLOUT while output is queued. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <talloc.h>
+#include <unistd.h>
+
+#include "store/xstored.h"
+
+struct sock_conn_state {
+	uint32_t events; /* currently registered */
+	int fd;          /* closed with the connection */
+};
+
+static ssize_t sock_read(struct conn *c, void *buf, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * CONN_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf.buf,
+			     .msg_controllen = sizeof(cbuf.buf)};
+	ssize_t n;
+
+	do {
+		n = recvmsg(c->src.fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			unsigned int nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			int fds[CONN_MAX_FDS];
+			if (nfd > CONN_MAX_FDS)
+				nfd = CONN_MAX_FDS;
+			memcpy(fds, CMSG_DATA(cm), nfd * sizeof(int));
+			conn_take_fds(c, fds, nfd);
+		}
+	}
+	if (n == 0)
+		return -ECONNRESET;
+	return n;
+}
+
+static ssize_t sock_write(struct conn *c, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	do {
+		n = send(c->src.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+	return n;
+}
+
+static void sock_done(struct conn *c)
+{
+	struct sock_conn_state *s = c->transport;
+	uint32_t want = (conn_can_read(c) ? EPOLLIN : 0) | (c->out_head ? EPOLLOUT : 0);
+
+	if (want != s->events) {
+		s->events = want;
+		loop_mod(&c->src, want);
+	}
+}
+
+static const struct conn_ops sock_ops = {
+	.name = "socket",
+	.read = sock_read,
+	.write = sock_write,
+	.done = sock_done,
+};
+
+static int sock_conn_destroy(struct sock_conn_state *s)
+{
+	close(s->fd); /* also drops it from the epoll set */
+	return 0;
+}
+
+static void sock_event(struct ev_source *src, uint32_t events)
+{
+	struct conn *c = (struct conn *)src;
+
+	if (c->dead)
+		return;
+	if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLIN)) {
+		conn_kill(c);
+		return;
+	}
+	if (events & EPOLLOUT)
+		conn_flush(c);
+	if ((events & EPOLLIN) && !c->dead)
+		conn_read_some(c);
+	if (!c->dead)
+		sock_done(c);
+}
+
+struct listener {
+	struct ev_source src;
+};
+
+static void listen_event(struct ev_source *src, uint32_t events)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct conn *c;
+		struct sock_conn_state *s;
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_err("accept: %s", strerror(errno));
+			return;
+		}
+		c = conn_new(xsd_ctx, &sock_ops, fd);
+		s = c ? talloc_zero(c, struct sock_conn_state) : NULL;
+		if (!s) {
+			talloc_free(c);
+			close(fd);
+			continue;
+		}
+		s->fd = fd;
+		talloc_set_destructor(s, sock_conn_destroy);
+		c->transport = s;
+		c->privileged = true;
+		c->domid = 0;
+		c->src.fn = sock_event;
+		s->events = EPOLLIN;
+		if (loop_add(&c->src, EPOLLIN) < 0)
+			talloc_free(c); /* closes fd */
+	}
+}
+
+static int listener_destroy(struct listener *l)
+{
+	loop_del(&l->src);
+	close(l->src.fd);
+	return 0;
+}
+
+int socket_listen(const char *path, struct ev_source **out)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct listener *l;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, 4096) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	l = talloc_zero(xsd_ctx, struct listener);
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->src.fd = fd;
+	l->src.fn = listen_event;
+	talloc_set_destructor(l, listener_destroy);
+	if (loop_add(&l->src, EPOLLIN) < 0) {
+		talloc_free(l);
+		return -errno;
+	}
+	*out = &l->src;
+	return 0;
+}

@@ -1,0 +1,568 @@
+/* Transactions and the store as one request sees it (spec §6).
+ *
+ * Design note.  A request outside a transaction reads and writes the committed tree
+ * (node.c) directly.  Inside transaction T, the first access to a path copies the
+ * committed node (or records that it is absent) into a private "tnode" together with
+ * its generation at that moment; every later access to that path in T is served from
+ * the copy, so reads in T are repeatable per node while untouched nodes show the
+ * current committed state (C xenstored's model).  Writes, creations and deletions
+ * change only copies.  Commit checks every copy's recorded state against the
+ * committed tree: any difference (node changed => new generation; created; deleted)
+ * means another writer interfered and the commit fails with EAGAIN.  Otherwise the
+ * modified copies are applied: creations/updates shallow-first, then deletions, then
+ * child order; finally the watch events queued in T fire.
+ *
+ * Worked example (test-xenstore "ta err"): B/a = "a".  T reads B/a (copy, gen 7).
+ * Outside T, B/a = "b" (committed gen 9).  T reads B/a again: copy, still "a".  T
+ * writes "c" to its copy.  END T: copy recorded gen 7, committed gen 9 -> EAGAIN;
+ * committed value stays "b".
+ *
+ * Implicit accesses count too: creating B/x/y in T copies B (gen recorded, child
+ * list extended), records B/x and B/x/y as absent.  Another client creating B/z
+ * changes B's generation, so T's commit fails, as in C xenstored. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <talloc.h>
+
+#include "store/xstored.h"
+
+#define TX_HASH 64
+
+struct tnode {
+	struct tnode *hnext, *onext;
+	char *path;
+	bool rec_exists, exists, modified;
+	uint64_t rec_gen, gen;
+	struct xs_perm *perms;
+	unsigned int nperms;
+	char *value;
+	uint32_t vlen;
+	char **kids;
+	unsigned int nkids;
+};
+
+struct tevent {
+	struct tevent *next;
+	char *path;
+	bool exact;
+	struct xs_perm *perms;
+	unsigned int nperms;
+	uint64_t gen;
+};
+
+struct txn {
+	struct txn *next;
+	struct conn *conn;
+	uint32_t id;
+	bool failed;
+	struct tnode *hash[TX_HASH];
+	struct tnode *ohead, *otail;
+	unsigned int count;
+	struct tevent *ehead, *etail;
+	int nodes_delta;
+};
+
+static unsigned int thash(const char *p)
+{
+	unsigned int h = 5381;
+	for (; *p; p++)
+		h = h * 33 + (unsigned char)*p;
+	return h % TX_HASH;
+}
+
+static struct tnode *tfind(struct txn *t, const char *path)
+{
+	for (struct tnode *n = t->hash[thash(path)]; n; n = n->hnext)
+		if (strcmp(n->path, path) == 0)
+			return n;
+	return NULL;
+}
+
+/* The transaction's copy of path, made on first access. */
+static int tget(struct conn *c, struct txn *t, const char *path, struct tnode **out)
+{
+	struct tnode *tn = tfind(t, path);
+	struct node *g;
+
+	if (tn) {
+		*out = tn;
+		return 0;
+	}
+	if (!c->privileged && t->count >= (unsigned int)quotas[Q_TRANSACTION_NODES].hard) {
+		t->failed = true;
+		return -ENOSPC;
+	}
+	tn = talloc_zero(t, struct tnode);
+	if (!tn)
+		goto nomem;
+	tn->path = talloc_strdup(tn, path);
+	if (!tn->path)
+		goto nomem;
+	g = node_lookup(path);
+	if (g) {
+		tn->rec_exists = tn->exists = true;
+		tn->rec_gen = tn->gen = g->gen;
+		tn->nperms = g->nperms;
+		tn->perms = talloc_memdup(tn, node_perms(g), g->nperms * sizeof(struct xs_perm));
+		tn->vlen = g->vlen;
+		tn->value = talloc_memdup(tn, node_value(g), g->vlen ? g->vlen : 1);
+		tn->kids = talloc_array(tn, char *, g->nkids ? g->nkids : 1);
+		if (!tn->perms || !tn->value || !tn->kids)
+			goto nomem;
+		for (uint32_t i = 0; i < g->nkids; i++) {
+			tn->kids[i] = talloc_strndup(tn->kids, g->kids[i]->name,
+						     g->kids[i]->namelen);
+			if (!tn->kids[i])
+				goto nomem;
+		}
+		tn->nkids = g->nkids;
+	}
+	unsigned int h = thash(path);
+	tn->hnext = t->hash[h];
+	t->hash[h] = tn;
+	if (t->otail)
+		t->otail->onext = tn;
+	else
+		t->ohead = tn;
+	t->otail = tn;
+	t->count++;
+	*out = tn;
+	return 0;
+nomem:
+	talloc_free(tn);
+	t->failed = true;
+	return -ENOMEM;
+}
+
+int db_get(struct conn *c, struct txn *t, const char *path, struct nview *v)
+{
+	memset(v, 0, sizeof(*v));
+	if (!t) {
+		struct node *g = node_lookup(path);
+		if (!g)
+			return 0;
+		v->exists = true;
+		v->perms = node_perms(g);
+		v->nperms = g->nperms;
+		v->value = node_value(g);
+		v->vlen = g->vlen;
+		v->gen = g->gen;
+		v->g = g;
+		return 0;
+	}
+	struct tnode *tn;
+	int ret = tget(c, t, path, &tn);
+	if (ret < 0)
+		return ret;
+	v->t = tn;
+	if (!tn->exists)
+		return 0;
+	v->exists = true;
+	v->perms = tn->perms;
+	v->nperms = tn->nperms;
+	v->value = tn->value;
+	v->vlen = tn->vlen;
+	v->gen = tn->gen;
+	return 0;
+}
+
+unsigned int db_nkids(const struct nview *v)
+{
+	if (!v->exists)
+		return 0;
+	return v->g ? v->g->nkids : v->t->nkids;
+}
+
+const char *db_kid(const struct nview *v, unsigned int i)
+{
+	return v->g ? v->g->kids[i]->name : v->t->kids[i];
+}
+
+void db_event(struct conn *c, struct txn *t, const char *path, bool exact,
+	      const struct xs_perm *perms, unsigned int nperms, uint64_t gen)
+{
+	struct tevent *e;
+
+	if (!t) {
+		watch_fire(path, exact, perms, nperms, gen);
+		return;
+	}
+	for (e = t->ehead; e; e = e->next) {
+		if (strcmp(e->path, path) == 0) {
+			if (!exact)
+				e->exact = false;
+			return;
+		}
+	}
+	e = talloc_zero(t, struct tevent);
+	if (!e || !(e->path = talloc_strdup(e, path)) ||
+	    !(e->perms = talloc_memdup(e, perms, nperms * sizeof(*perms) + 1))) {
+		talloc_free(e);
+		t->failed = true;
+		return;
+	}
+	e->exact = exact;
+	e->nperms = nperms;
+	e->gen = gen;
+	if (t->etail)
+		t->etail->next = e;
+	else
+		t->ehead = e;
+	t->etail = e;
+}
+
+static int tset(struct tnode *tn, const void *val, uint32_t vlen, const struct xs_perm *perms,
+		unsigned int nperms)
+{
+	if (val) {
+		char *nv = talloc_memdup(tn, val, vlen ? vlen : 1);
+		if (!nv)
+			return -ENOMEM;
+		talloc_free(tn->value);
+		tn->value = nv;
+		tn->vlen = vlen;
+	}
+	if (perms) {
+		struct xs_perm *np = talloc_memdup(tn, perms, nperms * sizeof(*perms));
+		if (!np)
+			return -ENOMEM;
+		talloc_free(tn->perms);
+		tn->perms = np;
+		tn->nperms = nperms;
+	}
+	tn->modified = true;
+	tn->gen = store_gen + 1;
+	return 0;
+}
+
+int db_create(struct conn *c, struct txn *t, const char *path, const struct xs_perm *perms,
+	      unsigned int nperms, const void *val, uint32_t vlen)
+{
+	void *tmp = talloc_new(NULL);
+	char *ppath = path_parent(tmp, path);
+	const char *name = path_basename(path);
+	int ret = -ENOMEM;
+
+	if (!ppath)
+		goto out;
+	if (!t) {
+		struct node *parent = node_lookup(ppath);
+		ret = parent ? node_create(parent, name, strlen(name), perms, nperms, val, vlen,
+					   NULL)
+			     : -ENOENT;
+		goto out;
+	}
+	struct tnode *ptn, *tn;
+	ret = tget(c, t, ppath, &ptn);
+	if (ret < 0)
+		goto out;
+	ret = tget(c, t, path, &tn);
+	if (ret < 0)
+		goto out;
+	ret = -ENOENT;
+	if (!ptn->exists)
+		goto out;
+	ret = -ENOMEM;
+	char **nk = talloc_realloc(ptn, ptn->kids, char *, ptn->nkids + 1);
+	if (!nk)
+		goto fail;
+	ptn->kids = nk;
+	nk[ptn->nkids] = talloc_strdup(nk, name);
+	if (!nk[ptn->nkids])
+		goto fail;
+	ptn->nkids++;
+	ptn->modified = true;
+	ptn->gen = store_gen + 1;
+	tn->exists = true;
+	tn->nkids = 0;
+	ret = tset(tn, val, vlen, perms, nperms);
+	if (ret < 0)
+		goto fail;
+	t->nodes_delta++;
+	ret = 0;
+	goto out;
+fail:
+	t->failed = true;
+out:
+	talloc_free(tmp);
+	return ret;
+}
+
+int db_update(struct conn *c, struct txn *t, const char *path, const void *val, uint32_t vlen,
+	      const struct xs_perm *perms, unsigned int nperms)
+{
+	if (!t) {
+		struct node *g = node_lookup(path);
+		return g ? node_set(g, val, vlen, perms, nperms) : -ENOENT;
+	}
+	struct tnode *tn;
+	int ret = tget(c, t, path, &tn);
+	if (ret < 0)
+		return ret;
+	if (!tn->exists)
+		return -ENOENT;
+	ret = tset(tn, val, vlen, perms, nperms);
+	if (ret < 0)
+		t->failed = true;
+	return ret;
+}
+
+/* Committed rm: exact events for descendants (post-order), caller fires the root's. */
+static void fire_subtree(struct node *n, char *buf, size_t len, size_t cap)
+{
+	for (uint32_t i = 0; i < n->nkids; i++) {
+		struct node *k = n->kids[i];
+		if (len + 1 + k->namelen + 1 > cap)
+			continue;
+		buf[len] = '/';
+		memcpy(buf + len + 1, k->name, k->namelen + 1);
+		fire_subtree(k, buf, len + 1 + k->namelen, cap);
+		watch_fire(buf, true, node_perms(k), k->nperms, k->gen);
+	}
+	buf[len] = '\0';
+}
+
+static int trm(struct conn *c, struct txn *t, struct tnode *tn, bool top)
+{
+	for (unsigned int i = 0; i < tn->nkids; i++) {
+		char *cp = talloc_asprintf(NULL, "%s/%s", strcmp(tn->path, "/") ? tn->path : "",
+					   tn->kids[i]);
+		struct tnode *kn;
+		int ret = cp ? tget(c, t, cp, &kn) : -ENOMEM;
+
+		talloc_free(cp);
+		if (ret < 0)
+			return ret;
+		if (!kn->exists)
+			continue;
+		ret = trm(c, t, kn, false);
+		if (ret < 0)
+			return ret;
+	}
+	if (!top)
+		db_event(c, t, tn->path, true, tn->perms, tn->nperms, tn->gen);
+	tn->exists = false;
+	tn->modified = true;
+	tn->nkids = 0;
+	t->nodes_delta--;
+	return 0;
+}
+
+int db_remove(struct conn *c, struct txn *t, const char *path)
+{
+	if (!t) {
+		struct node *g = node_lookup(path);
+		char *buf;
+		struct xs_perm *perms;
+		uint64_t gen;
+
+		if (!g || !g->parent)
+			return -EINVAL;
+		buf = talloc_size(NULL, XS_ABS_PATH_MAX + 2);
+		perms = talloc_memdup(buf, node_perms(g), g->nperms * sizeof(*perms));
+		if (!buf || !perms) {
+			talloc_free(buf);
+			return -ENOMEM;
+		}
+		strcpy(buf, path);
+		fire_subtree(g, buf, strlen(buf), XS_ABS_PATH_MAX + 2);
+		gen = g->gen;
+		unsigned int np = g->nperms;
+		watch_fire(path, false, perms, np, gen);
+		node_delete(g);
+		talloc_free(buf);
+		return 0;
+	}
+	struct tnode *tn, *ptn;
+	char *ppath = path_parent(NULL, path);
+	int ret = ppath ? tget(c, t, ppath, &ptn) : -ENOMEM;
+
+	talloc_free(ppath);
+	if (ret < 0)
+		return ret;
+	ret = tget(c, t, path, &tn);
+	if (ret < 0)
+		return ret;
+	if (!tn->exists)
+		return -ENOENT;
+	struct xs_perm *perms = talloc_memdup(NULL, tn->perms, tn->nperms * sizeof(*perms) + 1);
+	unsigned int np = tn->nperms;
+	uint64_t gen = tn->gen;
+	if (!perms)
+		return -ENOMEM;
+	ret = trm(c, t, tn, true);
+	if (ret == 0) {
+		const char *name = path_basename(path);
+		for (unsigned int i = 0; i < ptn->nkids; i++) {
+			if (strcmp(ptn->kids[i], name) == 0) {
+				talloc_free(ptn->kids[i]);
+				memmove(&ptn->kids[i], &ptn->kids[i + 1],
+					(ptn->nkids - i - 1) * sizeof(char *));
+				ptn->nkids--;
+				break;
+			}
+		}
+		ptn->modified = true;
+		ptn->gen = store_gen + 1;
+		db_event(c, t, path, false, perms, np, gen);
+	} else {
+		t->failed = true;
+	}
+	talloc_free(perms);
+	return ret;
+}
+
+/* ---- transaction objects ---- */
+
+static int txn_destroy(struct txn *t)
+{
+	struct conn *c = t->conn;
+
+	for (struct txn **pp = &c->txns; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	c->ntxns--;
+	return 0;
+}
+
+struct txn *txn_find(struct conn *c, uint32_t id)
+{
+	for (struct txn *t = c->txns; t; t = t->next)
+		if (t->id == id)
+			return t;
+	return NULL;
+}
+
+unsigned int txn_count(const struct conn *c)
+{
+	return c->ntxns;
+}
+
+int txn_start(struct conn *c, uint32_t *id_out)
+{
+	struct txn *t;
+
+	if (!c->privileged && c->ntxns > (unsigned int)quotas[Q_TRANSACTIONS].hard)
+		return -ENOSPC;
+	t = talloc_zero(c, struct txn);
+	if (!t)
+		return -ENOMEM;
+	do {
+		t->id = c->next_txid++;
+	} while (t->id == 0 || txn_find(c, t->id));
+	t->conn = c;
+	t->next = c->txns;
+	c->txns = t;
+	c->ntxns++;
+	talloc_set_destructor(t, txn_destroy);
+	*id_out = t->id;
+	return 0;
+}
+
+static int cmp_depth(const void *a, const void *b)
+{
+	const struct tnode *x = *(struct tnode *const *)a, *y = *(struct tnode *const *)b;
+	size_t dx = path_depth(x->path), dy = path_depth(y->path);
+
+	return dx < dy ? -1 : dx > dy ? 1 : 0;
+}
+
+static int txn_commit(struct conn *c, struct txn *t)
+{
+	struct tnode **mod;
+	unsigned int nmod = 0;
+	int ret = 0;
+
+	if (t->failed)
+		return -ENOMEM;
+	for (struct tnode *tn = t->ohead; tn; tn = tn->onext) {
+		struct node *g = node_lookup(tn->path);
+		if (tn->rec_exists != (g != NULL) || (g && g->gen != tn->rec_gen))
+			return -EAGAIN;
+		if (tn->modified)
+			nmod++;
+	}
+	if (!c->privileged && t->nodes_delta > 0) {
+		struct domain *d = domain_get(c->domid);
+		if (d && d->nodes + t->nodes_delta > quotas[Q_NODES].hard)
+			return -ENOSPC;
+	}
+	if (nmod == 0)
+		goto events;
+	mod = talloc_array(t, struct tnode *, nmod);
+	if (!mod)
+		return -ENOMEM;
+	nmod = 0;
+	for (struct tnode *tn = t->ohead; tn; tn = tn->onext)
+		if (tn->modified)
+			mod[nmod++] = tn;
+	/* stable by access order within a depth: qsort is not stable, so break ties */
+	qsort(mod, nmod, sizeof(*mod), cmp_depth);
+	for (unsigned int i = 0; i < nmod; i++) {
+		struct tnode *tn = mod[i];
+		struct node *g;
+
+		if (!tn->exists)
+			continue;
+		g = node_lookup(tn->path);
+		if (g) {
+			ret = node_set(g, tn->value, tn->vlen, tn->perms, tn->nperms);
+		} else {
+			void *tmp = talloc_new(NULL);
+			char *pp = path_parent(tmp, tn->path);
+			struct node *p = pp ? node_lookup(pp) : NULL;
+			const char *name = path_basename(tn->path);
+			ret = p ? node_create(p, name, strlen(name), tn->perms, tn->nperms,
+					      tn->value, tn->vlen, NULL)
+				: -EIO;
+			talloc_free(tmp);
+		}
+		if (ret < 0)
+			log_err("transaction commit: %s: error %d", tn->path, ret);
+	}
+	for (unsigned int i = nmod; i-- > 0;) {
+		struct tnode *tn = mod[i];
+		struct node *g;
+
+		if (tn->exists)
+			continue;
+		g = node_lookup(tn->path);
+		if (g)
+			node_delete(g);
+	}
+	for (unsigned int i = 0; i < nmod; i++) {
+		struct tnode *tn = mod[i];
+		struct node *g;
+
+		if (!tn->exists || !(g = node_lookup(tn->path)))
+			continue;
+		node_reorder(g, tn->kids, tn->nkids);
+	}
+	talloc_free(mod);
+events:
+	for (struct tevent *e = t->ehead; e; e = e->next) {
+		struct node *g = node_lookup(e->path);
+		if (g)
+			watch_fire(e->path, e->exact, node_perms(g), g->nperms, g->gen);
+		else
+			watch_fire(e->path, e->exact, e->perms, e->nperms, e->gen);
+	}
+	return 0;
+}
+
+int txn_end(struct conn *c, struct txn *t, bool commit)
+{
+	int ret = commit ? txn_commit(c, t) : 0;
+
+	talloc_free(t);
+	return ret;
+}
+
+int txn_nodes_delta(const struct txn *t)
+{
+	return t ? t->nodes_delta : 0;
+}
