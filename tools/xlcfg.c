@@ -233,7 +233,9 @@ static struct xlcfg_setting *cfg_find(struct xlcfg *cfg, const char *key)
 int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
 		struct xlcfg **cfgp, char *err, size_t errlen)
 {
-	struct scan s = { .file = file, .p = text, .line = 1, .err = err, .errlen = errlen };
+	/* A command-line override is one argument: its messages carry no line number. */
+	struct scan s = { .file = file, .p = text, .line = override ? 0 : 1, .err = err,
+			  .errlen = errlen };
 	struct xlcfg *cfg = *cfgp;
 	char cb[8];
 	int rv;
