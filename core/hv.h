@@ -195,12 +195,14 @@ struct xst_hv {
 	const struct xst_hv_ops *ops;
 	void *handle; /* dlopen handle */
 	void *priv;
+	void *vms; /* core-private: talloc parent of the vms on this hv */
 };
 
 struct xst_vm {
 	struct xst_hv *hv;
 	struct xst_vm_config cfg; /* strings owned by the vm */
 	void *priv;
+	void *vcpus; /* core-private: talloc parent of this vm's vcpus */
 };
 
 struct xst_vcpu {
