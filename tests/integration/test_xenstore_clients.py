@@ -1,9 +1,25 @@
 """Debian's xenstore-utils clients (xenstore-write/-read/-ls/-list/-rm/-chmod/-exists/-watch)
 against a real daemon: xstored, and Xen's C xenstored as the check of each expectation.
 Exact stdout, stderr and exit codes."""
+import os
+import select
 import subprocess
 
 from xs_util import XsRaw, INTRODUCE, xsd  # noqa: F401  (xsd is a fixture)
+
+def readline(p, timeout=10.0):
+    """One line of a client's stdout (read unbuffered, byte by byte, so nothing is held
+    back in a Python buffer), or AssertionError after `timeout` seconds."""
+    fd = p.stdout.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, "no output from %s within %ss (got %r)" % (p.args, timeout, line)
+        c = os.read(fd, 1)
+        assert c, "%s exited (got %r)" % (p.args, line)
+        line += c
+    return line.decode()
+
 
 def r(d, *argv):
     return d.run(*argv, check=False)
@@ -191,18 +207,18 @@ def test_rm_tidy(xsd):
 
 def test_watch(xsd):
     p = subprocess.Popen(["xenstore-watch", "/w"], env=xsd.env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, bufsize=0)
     try:
-        assert p.stdout.readline() == "/w\n"          # initial event
+        assert readline(p) == "/w\n"          # initial event
         expect(xsd, ["xenstore-write", "/w/x", "1"])
-        assert p.stdout.readline() == "/w/x\n"
+        assert readline(p) == "/w/x\n"
         expect(xsd, ["xenstore-write", "/other", "1"])  # not under /w: no event
         expect(xsd, ["xenstore-write", "/w", "2"])
-        assert p.stdout.readline() == "/w\n"
+        assert readline(p) == "/w\n"
         expect(xsd, ["xenstore-chmod", "/w/x", "r0"])
-        assert p.stdout.readline() == "/w/x\n"
+        assert readline(p) == "/w/x\n"
         expect(xsd, ["xenstore-rm", "/w"])
-        assert p.stdout.readline() == "/w\n"
+        assert readline(p) == "/w\n"
     finally:
         p.kill()
         p.wait()
@@ -212,11 +228,18 @@ def test_watch_count_and_rm_children(xsd):
     expect(xsd, ["xenstore-write", "/w/a/b", "1"])
     p = subprocess.Popen(["xenstore-watch", "-n", "3", "/w/a/b"], env=xsd.env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout.readline() == "/w/a/b\n"
+    try:
+        assert readline(p) == "/w/a/b\n"
+    except AssertionError:
+        p.kill()
+        raise
     expect(xsd, ["xenstore-write", "/w/a/b", "2"])
     # Removing an ancestor fires the watch on the descendant with its own path.
     expect(xsd, ["xenstore-rm", "/w"])
-    out, err = p.communicate(timeout=10)
+    try:
+        out, err = p.communicate(timeout=10)
+    finally:
+        p.kill()
     assert (p.returncode, out, err) == (0, "/w/a/b\n/w/a/b\n", "")
 
 
