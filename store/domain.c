@@ -19,7 +19,7 @@ static struct domain **domains;
 
 int domain_init(void)
 {
-	domains = talloc_zero_array(xsd_ctx, struct domain *, DOMID_MAX);
+	domains = talloc_zero_array(NULL, struct domain *, DOMID_MAX); /* freed last */
 	if (!domains)
 		return -ENOMEM;
 	struct domain *d0 = talloc_zero(domains, struct domain);

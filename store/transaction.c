@@ -63,6 +63,16 @@ struct txn {
 	int nodes_delta;
 };
 
+/* talloc_memdup that also works for size 0. */
+static void *memdup0(const void *ctx, const void *p, size_t size)
+{
+	void *d = talloc_size(ctx, size ? size : 1);
+
+	if (d && size)
+		memcpy(d, p, size);
+	return d;
+}
+
 static unsigned int thash(const char *p)
 {
 	unsigned int h = 5381;
@@ -106,7 +116,7 @@ static int tget(struct conn *c, struct txn *t, const char *path, struct tnode **
 		tn->nperms = g->nperms;
 		tn->perms = talloc_memdup(tn, node_perms(g), g->nperms * sizeof(struct xs_perm));
 		tn->vlen = g->vlen;
-		tn->value = talloc_memdup(tn, node_value(g), g->vlen ? g->vlen : 1);
+		tn->value = memdup0(tn, node_value(g), g->vlen);
 		tn->kids = talloc_array(tn, char *, g->nkids ? g->nkids : 1);
 		if (!tn->perms || !tn->value || !tn->kids)
 			goto nomem;
@@ -197,7 +207,7 @@ void db_event(struct conn *c, struct txn *t, const char *path, bool exact,
 	}
 	e = talloc_zero(t, struct tevent);
 	if (!e || !(e->path = talloc_strdup(e, path)) ||
-	    !(e->perms = talloc_memdup(e, perms, nperms * sizeof(*perms) + 1))) {
+	    !(e->perms = memdup0(e, perms, nperms * sizeof(*perms)))) {
 		talloc_free(e);
 		t->failed = true;
 		return;
@@ -216,7 +226,7 @@ static int tset(struct tnode *tn, const void *val, uint32_t vlen, const struct x
 		unsigned int nperms)
 {
 	if (val) {
-		char *nv = talloc_memdup(tn, val, vlen ? vlen : 1);
+		char *nv = memdup0(tn, val, vlen);
 		if (!nv)
 			return -ENOMEM;
 		talloc_free(tn->value);
@@ -386,7 +396,7 @@ int db_remove(struct conn *c, struct txn *t, const char *path)
 		return ret;
 	if (!tn->exists)
 		return -ENOENT;
-	struct xs_perm *perms = talloc_memdup(NULL, tn->perms, tn->nperms * sizeof(*perms) + 1);
+	struct xs_perm *perms = memdup0(NULL, tn->perms, tn->nperms * sizeof(*perms));
 	unsigned int np = tn->nperms;
 	uint64_t gen = tn->gen;
 	if (!perms)

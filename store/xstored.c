@@ -302,6 +302,7 @@ out:
 	talloc_free(xsd_ctx);
 	conn_reap();
 	node_tree_free();
+	domain_free_all();
 	trace_close();
 	if (sigsrc.fd >= 0)
 		close(sigsrc.fd);
