@@ -236,17 +236,20 @@ def run_diff(tmp_path, name, script):
     finally:
         xs.stop()
     if got != want:
+        n = max(len(got), len(want))
+        g = [got[i] if i < len(got) else "<missing>" for i in range(n)]
+        w = [want[i] if i < len(want) else "<missing>" for i in range(n)]
+        bad = [i for i in range(n) if g[i] != w[i]]
+        show = sorted({j for i in bad[:12] for j in range(max(0, i - 2), min(n, i + 1))})
         lines = []
-        for i in range(max(len(got), len(want))):
-            g = got[i] if i < len(got) else "<missing>"
-            w = want[i] if i < len(want) else "<missing>"
-            mark = "  " if g == w else "!!"
-            lines.append("%s xstored: %s\n%s C      : %s" % (mark, g, mark, w))
-        first = next(i for i in range(max(len(got), len(want)))
-                     if (got[i] if i < len(got) else None) != (want[i] if i < len(want) else None))
-        detail = "first difference at transcript entry %d\n%s" % (first, "\n".join(lines))
+        for j in show:
+            mark = "!!" if g[j] != w[j] else "  "
+            lines.append("%s #%d xstored: %s\n%s #%d C      : %s" % (mark, j, g[j], mark, j, w[j]))
+        detail = "%d differing transcript entries; first at #%d (context shown, '!!' differ)\n%s" \
+            % (len(bad), bad[0], "\n".join(lines))
         xs_util.note_discrepancy("diff scenario %s" % name, detail)
-        pytest.fail("xstored differs from C xenstored in scenario %s:\n%s" % (name, detail))
+        pytest.fail("xstored differs from C xenstored in scenario %s:\n%s" % (name, detail),
+                    pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,6 +359,7 @@ def permissions():
         Req(SET_PERMS, s("/p/a", "r")),
         Req(SET_PERMS, s("/p/a", "r0x")),
         Req(SET_PERMS, s("/p/a", "b0", "r-1")),
+        Req(GET_PERMS, s("/p/a")),
         Req(SET_PERMS, s("/p/a", "n0x0", "r010")),  # strtol base 0
         Req(GET_PERMS, s("/p/a")),
         Req(SET_PERMS, s("/p/a", "n5")),          # owner domain does not exist: ENOENT
