@@ -193,10 +193,13 @@ def transcript(daemon, script):
         for st in script:
             r.step(st)
         # The daemon must still serve a fresh connection at the end.
-        fresh = XsRaw(daemon.socket)
-        (t, _, _, p), _ = fresh.request(READ, s("/tool/xenstored"))
-        r.out.append(("fresh", "reply", type_name(t), repr(p)))
-        fresh.close()
+        try:
+            fresh = XsRaw(daemon.socket)
+            (t, _, _, p), _ = fresh.request(READ, s("/tool/xenstored"))
+            r.out.append(("fresh", "reply", type_name(t), repr(p)))
+            fresh.close()
+        except (Closed, OSError) as e:
+            r.out.append(("fresh", "cannot connect: %s" % type(e).__name__))
     finally:
         r.close()
     return r.out
@@ -233,6 +236,13 @@ def run_diff(tmp_path, name, script):
             if cx is not None:
                 assert cx.alive(), "the C xenstored died during the script"
                 cx.stop()
+        if not xs.alive():
+            died = [i for i, e in enumerate(got) if "closed" in str(e) or "cannot" in str(e)]
+            step = ("; first connection loss at transcript entry #%d: %s"
+                    % (died[0], got[max(0, died[0] - 1)])) if died else ""
+            xs_util.note_discrepancy("diff scenario %s: xstored died" % name,
+                                     "xstored exited during the script%s\n%s"
+                                     % (step, xs.proc.stderr.read()[:3000]))
     finally:
         xs.stop()
     if got != want:
