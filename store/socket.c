@@ -6,6 +6,7 @@
  * connection may read (conn_can_read), EPOLLOUT while output is queued. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -154,18 +155,24 @@ int socket_listen(const char *path, struct ev_source **out)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct listener *l;
-	int fd;
+	int fd, n;
 
+	/* Bind and listen under a temporary name, then rename into place, so a client
+	 * that sees the path can connect at once. */
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
+	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld", path, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
+		strcpy(sa.sun_path, path); /* no room for a temporary name: bind in place */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
-	    listen(fd, 4096) < 0) {
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sa.sun_path, 0600) < 0 ||
+	    listen(fd, 4096) < 0 ||
+	    (strcmp(sa.sun_path, path) != 0 && rename(sa.sun_path, path) < 0)) {
 		int err = -errno;
+		unlink(sa.sun_path);
 		close(fd);
 		return err;
 	}
