@@ -1,0 +1,102 @@
+"""xstored as a process: daemon mode, pid file, trace file, default socket location,
+clean exit on SIGTERM, 10,000 concurrent connections."""
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import build_path, wait_for
+from xstored_util import SockConn, pack, args
+
+XSTORED = str(build_path("store", "xstored"))
+
+
+def test_daemon_mode_pid_file_and_sigterm(tmp_path):
+    sock, pidfile = str(tmp_path / "s"), str(tmp_path / "pid")
+    r = subprocess.run([XSTORED, "--socket", sock, "-F", pidfile], timeout=10)
+    assert r.returncode == 0  # parent returns once the daemon is set up
+    wait_for(lambda: os.path.exists(pidfile) and os.path.getsize(pidfile) > 0, what="pid file")
+    pid = int(open(pidfile).read())
+    c = SockConn(sock)
+    c.write("/d", "1")
+    assert c.read("/d") == b"1"
+    c.close()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
+             open("/proc/%d/stat" % pid).read().split()[2] == "Z", what="daemon exit")
+    assert not os.path.exists(sock)
+
+
+def test_sigterm_exit_status_and_trace(xstored):
+    c = SockConn(xstored.socket)
+    c.write("/traced", "v")
+    c.close()
+    assert xstored.stop() == 0
+    trace = open(xstored.trace).read()
+    assert "WRITE (/traced v)" in trace
+    assert "OK" in trace
+
+
+def test_default_socket_from_xenstored_rundir(tmp_path):
+    env = dict(os.environ, XENSTORED_RUNDIR=str(tmp_path))
+    env.pop("XENSTORED_PATH", None)
+    p = subprocess.Popen([XSTORED, "-N"], env=env)
+    try:
+        wait_for(lambda: os.path.exists(tmp_path / "socket"), what="socket in rundir")
+        c = SockConn(str(tmp_path / "socket"))
+        assert c.read("/tool") == b""
+        c.close()
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+def test_xenstored_path_env(tmp_path):
+    env = dict(os.environ, XENSTORED_PATH=str(tmp_path / "xp"))
+    p = subprocess.Popen([XSTORED, "-N"], env=env)
+    try:
+        wait_for(lambda: os.path.exists(tmp_path / "xp"), what="socket at XENSTORED_PATH")
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+def test_bad_option_fails_with_message(tmp_path):
+    r = subprocess.run([XSTORED, "--socket", str(tmp_path / "s"), "-N", "-E", "abc"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "invalid argument" in r.stderr
+
+
+def test_ten_thousand_concurrent_connections(xstored):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 10000 + 200
+    if hard < want:
+        pytest.skip("RLIMIT_NOFILE hard limit %d < %d: cannot open that many sockets" % (hard, want))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    socks = []
+    try:
+        for i in range(10000):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(xstored.socket)
+            socks.append(s)
+        # every one of them is served
+        for i, s in enumerate(socks):
+            s.sendall(pack("WRITE", b"/many/%d\0x" % i))
+        for s in socks:
+            s.settimeout(30)
+            got = b""
+            while len(got) < 19:
+                got += s.recv(19 - len(got))
+            assert got.endswith(b"OK\0")
+        c = SockConn(xstored.socket)
+        assert c.read("/many/0") == b"x" and c.read("/many/9999") == b"x"
+        assert c.err("DIRECTORY", "/many") == "E2BIG"  # 10,000 names exceed one reply
+        c.close()
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,0 +1,173 @@
+"""The ring transport (docs/xenstore-ring-transport.md): a memfd page + two eventfds
+handed to a real xstored with INTRODUCE over its socket; the test then plays the guest
+and speaks the xenstore ring protocol.  Ring connections are unprivileged."""
+import pytest
+
+from conftest import Xstored
+from xstored_util import OFF_ERROR, HDR, RingConn, SockConn, TYPES, args, pack
+
+DOMID = 5
+
+
+def setup_domain(priv, domid=DOMID, perms=None):
+    priv.write("/local/domain/%d" % domid, "")
+    priv.call("SET_PERMS", "/local/domain/%d" % domid, *(perms or ["n%d" % domid]))
+
+
+@pytest.fixture
+def guest(xstored):
+    priv = SockConn(xstored.socket)
+    ring = RingConn()
+    r = ring.introduce(priv, DOMID)
+    assert r.body == b"OK\0", r
+    setup_domain(priv)
+    yield priv, ring
+    ring.close()
+    priv.close()
+
+
+def test_ring_client_basic_ops(guest):
+    priv, ring = guest
+    ring.write("/local/domain/5/name", "guest")
+    assert ring.read("/local/domain/5/name") == b"guest"
+    # relative paths resolve under the domain's home
+    ring.write("data/x", "1")
+    assert priv.read("/local/domain/5/data/x") == b"1"
+    assert sorted(ring.directory("/local/domain/5")) == ["data", "name"]
+    # new nodes are owned by the guest
+    assert priv.call("GET_PERMS", "/local/domain/5/data/x") == b"n5\0"
+    assert ring.call("GET_DOMAIN_PATH", "5") == b"/local/domain/5\0"
+
+
+def test_ring_unprivileged_permissions(guest):
+    priv, ring = guest
+    assert ring.err("READ", "/tool") == "EACCES"
+    assert ring.err("WRITE", raw=b"/tool/x\0v") == "EACCES"
+    # missing node below an unreadable parent: hidden as EACCES
+    assert ring.err("READ", "/tool/nope") == "EACCES"
+    # missing node in its own home: the real ENOENT
+    assert ring.err("READ", "/local/domain/5/nope") == "ENOENT"
+    # privileged-only messages
+    assert ring.err("INTRODUCE", "6", "1", "1") == "EACCES"
+    assert ring.err("CONTROL", "help") == "EACCES"
+    assert ring.err("IS_DOMAIN_INTRODUCED", "5") == "EACCES"
+    # changing the owner is not allowed for an unprivileged domain
+    ring.write("/local/domain/5/o", "")
+    assert ring.err("SET_PERMS", "/local/domain/5/o", "n0") == "EPERM"
+    ring.call("SET_PERMS", "/local/domain/5/o", "n5", "r0")
+    # read permission granted by dom0
+    priv.write("/shared", "s")
+    priv.call("SET_PERMS", "/shared", "n0", "r5")
+    assert ring.read("/shared") == b"s"
+    assert ring.err("WRITE", raw=b"/shared\0v") == "EACCES"
+    priv.call("SET_PERMS", "/shared", "n0", "b5")
+    ring.write("/shared", "w")
+    assert priv.read("/shared") == b"w"
+
+
+def test_ring_watch_events_and_filtering(guest):
+    priv, ring = guest
+    ring.call("WATCH", "/local/domain/5/w", "tok")
+    assert ring.next_event() == (b"/local/domain/5/w", b"tok")
+    priv.write("/local/domain/5/w/a", "1")
+    assert ring.next_event() == (b"/local/domain/5/w/a", b"tok")
+    # a watch on / sees only what the domain may read
+    ring.call("WATCH", "/", "root")
+    assert ring.next_event() == (b"/", b"root")
+    priv.write("/secret", "x")
+    ring.no_event()
+    ring.call("WATCH", "@releaseDomain", "rel")
+    assert ring.next_event() == (b"@releaseDomain", b"rel")
+
+
+def test_ring_transactions(guest):
+    priv, ring = guest
+    ring.write("/local/domain/5/t", "a")
+    tx = int(ring.call("TRANSACTION_START", "").rstrip(b"\0"))
+    ring.write("/local/domain/5/t", "b", tx=tx)
+    priv.write("/local/domain/5/t", "c")
+    assert ring.err("TRANSACTION_END", "T", tx=tx) == "EAGAIN"
+    assert priv.read("/local/domain/5/t") == b"c"
+
+
+def test_ring_many_requests_wrap_the_ring(guest):
+    priv, ring = guest
+    value = b"v" * 900
+    for i in range(30):  # far more than 1024 bytes each way: indexes wrap
+        ring.write("/local/domain/5/big%d" % i, value)
+        assert ring.read("/local/domain/5/big%d" % i) == value
+
+
+def test_release_tears_down_ring_and_removes_nodes(guest):
+    priv, ring = guest
+    priv.call("WATCH", "@releaseDomain", "r")
+    priv.next_event()
+    ring.write("/local/domain/5/x", "1")
+    priv.call("RELEASE", "5")
+    assert priv.next_event() == (b"@releaseDomain", b"r")
+    assert priv.err("READ", "/local/domain/5") == "ENOENT"
+    # the ring is no longer served
+    ring.send(pack("READ", args("/local/domain/5")))
+    with pytest.raises(TimeoutError):
+        ring.read_msg(timeout=0.5)
+
+
+def test_ring_oversized_request_sets_proto_error(guest):
+    priv, ring = guest
+    ring.send(HDR.pack(TYPES["WRITE"], 0, 0, 5000))
+    for _ in range(100):
+        if ring.u32(OFF_ERROR) == 3:
+            break
+        ring.wait_notify(0.05)
+    assert ring.u32(OFF_ERROR) == 3
+    # the daemon and its other clients are fine
+    assert priv.read("/local/domain/5") == b""
+
+
+def test_introduce_without_fds_is_bookkeeping_only(xstored):
+    priv = SockConn(xstored.socket)
+    priv.call("INTRODUCE", "9", "1", "1")
+    assert priv.call("IS_DOMAIN_INTRODUCED", "9") == b"T\0"
+    priv.call("RELEASE", "9")
+    priv.close()
+
+
+@pytest.fixture
+def quota_daemon(tmp_path):
+    d = Xstored(tmp_path, args=["-E", "4", "-W", "2", "-t", "1", "-A", "2", "-S", "200"]).start()
+    yield d
+    d.stop()
+
+
+def test_ring_quotas(quota_daemon):
+    priv = SockConn(quota_daemon.socket)
+    ring = RingConn()
+    assert ring.introduce(priv, 7).body == b"OK\0"
+    setup_domain(priv, 7)  # owned by 7: counts as its first node
+    # nodes: create while count < 4
+    for i in range(3):
+        ring.write("/local/domain/7/n%d" % i, "")
+    assert ring.err("WRITE", raw=b"/local/domain/7/n3\0") == "ENOSPC"
+    ring.call("RM", "/local/domain/7/n2")
+    ring.write("/local/domain/7/n3", "")
+    # node size
+    assert ring.err("WRITE", raw=b"/local/domain/7/n0\0" + b"x" * 300) == "ENOSPC"
+    # permissions per node
+    assert ring.err("SET_PERMS", "/local/domain/7/n0", "n7", "r0", "r0") == "ENOSPC"
+    # watches: rejected once more than 2 exist (4.17's off-by-one)
+    for i in range(3):
+        ring.call("WATCH", "/local/domain/7/w%d" % i, "t")
+        ring.next_event()
+    assert ring.err("WATCH", "/local/domain/7/w9", "t") == "E2BIG"
+    # transactions: ENOSPC once more than 1 are open
+    ring.call("TRANSACTION_START", "")
+    ring.call("TRANSACTION_START", "")
+    assert ring.err("TRANSACTION_START", "") == "ENOSPC"
+    # dom0 is not bound by any of this
+    for i in range(10):
+        priv.write("/local/domain/0/free%d" % i, "x" * 300)
+    q = priv.call("CONTROL", "quota", "7").decode()
+    assert q.startswith("Domain 7:\nnodes           :        4\n"), q
+    assert "watches         :        3\n" in q
+    ring.close()
+    priv.close()
