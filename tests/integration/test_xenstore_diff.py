@@ -665,6 +665,46 @@ def domains():
 
 
 @scenario
+def quota_effects():
+    # Socket connections are privileged, so only the path-max quota (all callers) shows.
+    return [
+        Req(WRITE, b"/" + b"q" * 30 + b"\0v"),
+        Req(CONTROL, s("quota", "set", "path-max", "20")),
+        Req(WRITE, b"/" + b"q" * 19 + b"\0v"),
+        Req(WRITE, b"/" + b"q" * 20 + b"\0v"),
+        Req(WRITE, b"/" + b"q" * 21 + b"\0v"),
+        Req(READ, s("/" + "q" * 30)),
+        Req(WRITE, b"/local/domain/3/" + b"r" * 20 + b"\0v"),
+        Req(WRITE, b"/local/domain/3/" + b"r" * 21 + b"\0v"),
+        Req(WRITE, b"rel" + b"r" * 18 + b"\0v"),
+        Req(WATCH, s("/" + "w" * 25, "t")),
+        Req(WATCH, s("@" + "w" * 25, "t")),
+        Req(CONTROL, s("quota", "set", "path-max", "5000")),
+        Req(WRITE, b"/" + b"q" * 2100 + b"\0v"),
+        Req(CONTROL, s("quota", "set", "nodes", "1")),
+        Req(WRITE, b"/n1\0v"), Req(WRITE, b"/n2\0v"),   # privileged: not limited
+        Req(CONTROL, s("quota", "set", "node-size", "10")),
+        Req(WRITE, b"/big\0" + b"x" * 100),
+        Req(CONTROL, s("quota", "set", "permissions", "1")),
+        Req(SET_PERMS, s("/big", "n0", "r0", "w0")),
+        Req(CONTROL, s("quota")),
+    ]
+
+
+@scenario
+def watch_event_too_big():
+    # An event whose "path\0token\0" exceeds 4096 bytes is not sent.
+    long_path = "/" + "/".join(["p" * 99] * 15)           # 1499 bytes
+    return [
+        Req(WATCH, s("/", "t" * 3000)),
+        Req(WATCH, s("/", "small"), conn=1),      # other connection: order-independent
+        Req(WRITE, long_path.encode() + b"\0v"),
+        Req(WRITE, b"/short\0v"),
+        Req(RM, s("/p" + "p" * 98)),
+    ]
+
+
+@scenario
 def unknown_types():
     steps = []
     for t in (15, 16, 20, 23, 24, 25, 26, 27, 100, 0xffff, 0x10000, 0xffffffff):
