@@ -765,6 +765,69 @@ def many_connections_interleaved():
     return steps
 
 
+def random_script(seed, nsteps=250, nconns=3):
+    """A reproducible random mix of tree, permission, transaction and watch requests (valid
+    and invalid) over a small set of paths, so that operations interact.  At most one watch
+    per connection (the order of several events for one connection is compared by the
+    `watches` scenario instead)."""
+    import random
+    rnd = random.Random(seed)
+    paths = ["/r", "/r/a", "/r/b", "/r/a/c", "/r/b/d", "/r/a/c/e", "/r/a/f", "x", "x/y",
+             "/r//bad", "/r/b/"]
+    perms = [["n0"], ["r0"], ["b0", "r0"], ["w0", "n0", "r0"], ["q0"], ["n0", "r"]]
+    steps, open_tx, watched, ntx = [], {}, {}, 0
+    for _ in range(nsteps):
+        c = rnd.randrange(nconns)
+        txs = open_tx.setdefault(c, [])
+        tx = rnd.choice(txs) if txs and rnd.random() < 0.5 else 0
+        op = rnd.random()
+        p = rnd.choice(paths)
+        if op < 0.25:
+            steps.append(Req(WRITE, p.encode() + b"\0" + rnd.choice([b"", b"v", b"w" * 40]),
+                             tx=tx, conn=c))
+        elif op < 0.40:
+            steps.append(Req(READ, s(p), tx=tx, conn=c))
+        elif op < 0.47:
+            steps.append(Req(MKDIR, s(p), tx=tx, conn=c))
+        elif op < 0.55:
+            steps.append(Req(RM, s(p), tx=tx, conn=c))
+        elif op < 0.63:
+            steps.append(Req(DIRECTORY, s(p), tx=tx, conn=c))
+        elif op < 0.67:
+            steps.append(Req(GET_PERMS, s(p), tx=tx, conn=c))
+        elif op < 0.71:
+            steps.append(Req(SET_PERMS, s(p, *rnd.choice(perms)), tx=tx, conn=c))
+        elif op < 0.79:
+            ntx += 1
+            name = "R%d" % ntx
+            steps.append(Req(TRANSACTION_START, s(""), conn=c, name=name))
+            txs.append(name)
+        elif op < 0.88:
+            if txs:
+                name = txs.pop(rnd.randrange(len(txs)))
+                steps.append(Req(TRANSACTION_END, s(rnd.choice("TTTF")), tx=name, conn=c))
+        elif op < 0.94:
+            if c in watched:
+                steps.append(Req(UNWATCH, s(watched.pop(c), "w%d" % c), conn=c))
+            else:
+                watched[c] = rnd.choice(["/r", "/r/a", "x", "/"])
+                steps.append(Req(WATCH, s(watched[c], "w%d" % c), conn=c))
+        elif op < 0.97:
+            steps.append(Req(RESET_WATCHES, s(""), conn=c))
+            watched.pop(c, None)
+            open_tx[c] = []
+        else:
+            steps.append(Close(c))
+            watched.pop(c, None)
+            open_tx[c] = []
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_diff_random(tmp_path, seed):
+    run_diff(tmp_path, "random seed %d" % seed, random_script(seed))
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_diff(tmp_path, name):
     run_diff(tmp_path, name, SCENARIOS[name])
@@ -799,7 +862,9 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as td:
         ref = CXenstored(td).start()
         try:
-            for entry in transcript(ref, SCENARIOS[sys.argv[1]]):
+            script = (random_script(int(sys.argv[1][6:])) if sys.argv[1].startswith("random")
+                      else SCENARIOS[sys.argv[1]])
+            for entry in transcript(ref, script):
                 print(entry)
         finally:
             ref.stop()
