@@ -354,7 +354,8 @@ static int cmd_request(void *ctx, const char *cmd, int argc, char **argv)
 		print_config(rep->config);
 		break;
 	case XSTDOM__REPLY__BODY_CONSOLE:
-		fwrite(rep->console.data, 1, rep->console.len, stdout);
+		if (rep->console.len)
+			fwrite(rep->console.data, 1, rep->console.len, stdout);
 		break;
 	case XSTDOM__REPLY__BODY_STATE:
 		printf("vm_state_bytes=%zu\nvcpu_states=%zu\n", rep->state->vm.len,

@@ -99,6 +99,19 @@ class Domain:
             self.ctl("destroy")
             wait_for(lambda: not pid_alive(self.pid), timeout=10, what="domain process exit")
 
+    def log(self):
+        try:
+            with open(os.path.join(self.rundir, "dom-%d.log" % self.domid)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def assert_clean_log(self):
+        """No sanitizer report (san=1 builds) in the domain process's log."""
+        log = self.log()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert bad not in log, log
+
     def kill(self):
         if self.pid and pid_alive(self.pid):
             os.kill(self.pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ def domains(xstored, tmp_path):
             d.destroy()
         finally:
             d.kill()
+        d.assert_clean_log()
 
 
 def status_running(xs, domid):
