@@ -253,5 +253,4 @@ def test_no_daemon(tmp_path):
     res = subprocess.run(["xenstore-read", "/x"], env={"XENSTORED_PATH": env_sock},
                          capture_output=True, text=True)
     assert res.returncode == 1
-    assert res.stderr == "xenstore-read: xs_open: No such file or directory\n" or \
-        res.stderr.startswith("xenstore-read: xs_open: "), res.stderr
+    assert res.stderr == "xenstore-read: xs_open: No such file or directory\n"
