@@ -19,27 +19,7 @@
 
 #include "store/xstored.h"
 
-struct xsd_opts opts = {.priv_domid = -1};
-void *xsd_ctx;
-static int epfd = -1;
 static bool quit;
-
-int loop_add(struct ev_source *src, uint32_t events)
-{
-	struct epoll_event ev = {.events = events, .data.ptr = src};
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
-}
-
-int loop_mod(struct ev_source *src, uint32_t events)
-{
-	struct epoll_event ev = {.events = events, .data.ptr = src};
-	return epoll_ctl(epfd, EPOLL_CTL_MOD, src->fd, &ev) < 0 ? -errno : 0;
-}
-
-void loop_del(struct ev_source *src)
-{
-	epoll_ctl(epfd, EPOLL_CTL_DEL, src->fd, NULL);
-}
 
 static void signal_event(struct ev_source *src, uint32_t events)
 {
@@ -229,8 +209,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 	xsd_ctx = talloc_named_const(NULL, 0, "xstored");
-	epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!xsd_ctx || epfd < 0) {
+	if (!xsd_ctx || loop_init() < 0) {
 		fprintf(stderr, "xstored: init failed\n");
 		return 1;
 	}
@@ -277,12 +256,12 @@ int main(int argc, char **argv)
 
 	while (!quit) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(epfd, evs, 64, -1);
+		int n = loop_wait(evs, 64);
 
 		if (n < 0) {
-			if (errno == EINTR)
+			if (n == -EINTR)
 				continue;
-			log_err("epoll_wait: %s", strerror(errno));
+			log_err("epoll_wait: %s", strerror(-n));
 			break;
 		}
 		for (int i = 0; i < n; i++) {
@@ -306,7 +285,6 @@ out:
 	trace_close();
 	if (sigsrc.fd >= 0)
 		close(sigsrc.fd);
-	if (epfd >= 0)
-		close(epfd);
+	loop_fini();
 	return ret;
 }

@@ -255,6 +255,11 @@ extern struct conn *conn_list;
 unsigned long conn_total(void);
 
 int socket_listen(const char *path, struct ev_source **out);
+/* In-process transport (memconn.c) for unit tests and the fuzzer: output is
+ * collected in a buffer read with memconn_output(). */
+struct conn *memconn_new(void *ctx, bool privileged, uint16_t domid);
+/* Returns collected output bytes (valid until the next call) and clears it. */
+const char *memconn_output(struct conn *c, size_t *len);
 int ring_attach(struct conn **out, unsigned int domid, uint64_t gfn, const int fds[3]);
 void ring_reset(struct conn *c);
 
@@ -308,6 +313,10 @@ struct xsd_opts {
 };
 extern struct xsd_opts opts;
 extern void *xsd_ctx;
+int loop_init(void);
+void loop_fini(void);
+struct epoll_event;
+int loop_wait(struct epoll_event *evs, int max);
 int loop_add(struct ev_source *src, uint32_t events);
 int loop_mod(struct ev_source *src, uint32_t events);
 void loop_del(struct ev_source *src);
