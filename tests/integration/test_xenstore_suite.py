@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from xs_util import XEN_BIN, xsd  # noqa: F401  (xsd is a fixture)
+from xs_util import XEN_BIN, start_daemon, xsd  # noqa: F401  (xsd is a fixture)
 
 TESTS = ["read 1", "read 2000", "write 1", "write 2000", "dir", "rm node", "rm dir",
          "ta empty", "ta empty x", "ta rmw", "ta rmw x", "ta err"]
@@ -137,3 +137,35 @@ def test_control_logfile_memreport(xsd, tmp_path):
     r = ctl(xsd, "memreport", str(tmp_path / "mem.txt"))
     assert (r.returncode, r.stdout) == (0, "OK\n")
     assert (tmp_path / "mem.txt").exists()
+
+
+QUOTA_FLAGS = ["-E", "5", "-W", "3", "-t", "2", "-S", "100", "-M", "50", "-A", "2",
+               "-Q", "outstanding=7", "-Q", "transaction-nodes=9", "-Q", "memory=12345",
+               "-q", "memory=999"]
+
+
+@pytest.mark.parametrize("kind", ["xstored", "cxenstored"])
+def test_quota_command_line_flags(tmp_path, kind):
+    d = start_daemon(kind, tmp_path, QUOTA_FLAGS)
+    try:
+        r = ctl(d, "quota")
+        assert (r.returncode, r.stdout) == (0, (
+            "Quota settings:\n"
+            "nodes            :        5 Nodes per domain\n"
+            "watches          :        3 Watches per domain\n"
+            "transactions     :        2 Transactions per domain\n"
+            "outstanding      :        7 Outstanding requests per domain\n"
+            "transaction-nodes:        9 Max. number of accessed nodes per transaction\n"
+            "memory           :    12345 Total Xenstore memory per domain (error level)\n"
+            "node-size        :      100 Max. size of a node\n"
+            "path-max         :       50 Max. length of a node path\n"
+            "permissions      :        2 Max. number of permissions per node\n\n"))
+        r = ctl(d, "quota-soft")
+        assert (r.returncode, r.stdout) == (0, (
+            "Quota settings:\n"
+            "memory           :      999 Total Xenstore memory per domain (warning level)\n\n"))
+        # path-max applies to every caller, privileged ones too.
+        assert d.run("xenstore-write", "/" + "p" * 49, "v", check=False).returncode == 0
+        assert d.run("xenstore-write", "/" + "p" * 50, "v", check=False).returncode == 1
+    finally:
+        d.stop()
