@@ -264,7 +264,7 @@ int do_directory(struct req *r)
 
 int do_directory_part(struct req *r)
 {
-	const char *s[2];
+	const char *s[3];
 	char *path, *list, *out;
 	struct nview v;
 	size_t len, off, glen, maxlen, clen = 0;

@@ -218,7 +218,7 @@ int main(int argc, char **argv)
 			strerror(errno));
 		goto out;
 	}
-	if (node_tree_init() < 0 || domain_init() < 0 || watch_init() < 0) {
+	if (domain_init() < 0 || node_tree_init() < 0 || watch_init() < 0) {
 		fprintf(stderr, "xstored: out of memory\n");
 		goto out;
 	}
