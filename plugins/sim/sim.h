@@ -43,6 +43,7 @@ struct xenbus {
 	bool waiting;             /* a request is in the ring, reply not yet read */
 	uint32_t sent_type;
 	uint64_t retry_at_ns;     /* monotonic; 0 = now */
+	uint64_t backoff_ns;      /* next retry delay: doubles per failure, up to 5 s */
 	bool event_pending;       /* control/shutdown watch fired */
 	char name[128];
 	int shutdown_reason;      /* -1 none, else enum xst_shutdown_reason */

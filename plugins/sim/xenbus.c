@@ -12,7 +12,8 @@
  *                 "reboot", "crash", "suspend" -> WRITE control/shutdown = "" (the
  *                 acknowledgement Linux guests give) -> DONE: the guest shuts down.
  * Failed requests (the toolstack may not have written the nodes yet) are retried
- * after 200 ms.  If xstored resets the ring under us (a new INTRODUCE), the page's
+ * after 200 ms, doubling up to 5 s; the `connection` field is re-checked on the same
+ * schedule in case a notification was missed.  If xstored resets the ring under us (a new INTRODUCE), the page's
  * req_prod no longer matches ours: the pending request is sent again.
  */
 #include <errno.h>
@@ -33,8 +34,8 @@ enum {
 #define RING_SIZE 1024u
 #define HDR_SIZE 16u
 #define PAYLOAD_MAX 4096u
-#define RETRY_NS 200000000ull
-#define CONNECT_POLL_NS 100000000ull
+#define RETRY_NS 200000000ull     /* first retry after a failed request */
+#define BACKOFF_MAX_NS 5000000000ull /* a thousand idle guests must stay cheap */
 
 struct ring_page {
 	char req[RING_SIZE];
@@ -155,6 +156,14 @@ static int reason_of(const char *v)
 	return -1;
 }
 
+static void backoff(struct xenbus *xb)
+{
+	xb->backoff_ns = xb->backoff_ns ? xb->backoff_ns * 2 : RETRY_NS;
+	if (xb->backoff_ns > BACKOFF_MAX_NS)
+		xb->backoff_ns = BACKOFF_MAX_NS;
+	xb->retry_at_ns = sim_now_ns() + xb->backoff_ns;
+}
+
 /* A reply to our pending request arrived. */
 static void on_reply(struct sim_vm *s, const struct xs_hdr *h, const char *payload)
 {
@@ -164,9 +173,10 @@ static void on_reply(struct sim_vm *s, const struct xs_hdr *h, const char *paylo
 
 	xb->waiting = false;
 	if (err && xb->stage != XB_READ_SHUTDOWN && xb->stage != XB_ACK_SHUTDOWN) {
-		xb->retry_at_ns = sim_now_ns() + RETRY_NS;
+		backoff(xb);
 		return;
 	}
+	xb->backoff_ns = 0;
 	switch (xb->stage) {
 	case XB_READ_NAME:
 		snprintf(xb->name, sizeof(xb->name), "%s", payload);
@@ -259,8 +269,13 @@ int xenbus_step(struct sim_vm *s)
 	if (xb->stage == XB_DONE)
 		return xb->shutdown_reason;
 	if (xb->stage == XB_WAIT_CONNECT) {
-		if (__atomic_load_n(&r->connection, __ATOMIC_ACQUIRE) != 0)
+		if (__atomic_load_n(&r->connection, __ATOMIC_ACQUIRE) != 0) {
+			if (sim_now_ns() >= xb->retry_at_ns)
+				backoff(xb);
 			return -1;
+		}
+		xb->backoff_ns = 0;
+		xb->retry_at_ns = 0;
 		xb->req_prod = __atomic_load_n(&r->req_prod, __ATOMIC_ACQUIRE);
 		xb->stage = XB_READ_NAME;
 		say(s, "connected");
@@ -294,7 +309,7 @@ uint64_t xenbus_deadline_ns(struct sim_vm *s)
 	struct xenbus *xb = &s->xb;
 
 	if (xb->stage == XB_WAIT_CONNECT)
-		return sim_now_ns() + CONNECT_POLL_NS;
+		return xb->retry_at_ns;
 	if (xb->stage == XB_DONE)
 		return UINT64_MAX;
 	if (xb->waiting)
