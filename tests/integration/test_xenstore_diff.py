@@ -473,6 +473,42 @@ def transactions():
 
 
 @scenario
+def transaction_conflicts():
+    def case(label, tx_ops, other_ops, setup=()):
+        # Each case in its own subtree /c/<label>; conn 1 plays "another client".
+        base = "/c/" + label
+        steps = [Req(WRITE, (base + "/a").encode() + b"\0a")]
+        steps += [Req(m, p.replace("@B", base).encode()) for m, p in setup]
+        steps.append(Req(TRANSACTION_START, s(""), name=label))
+        steps += [Req(m, p.replace("@B", base).encode(), tx=label) for m, p in tx_ops]
+        steps += [Req(m, p.replace("@B", base).encode(), conn=1) for m, p in other_ops]
+        steps.append(Req(TRANSACTION_END, s("T"), tx=label))
+        steps.append(Req(DIRECTORY, s(base)))
+        return steps
+
+    steps = []
+    steps += case("absent_created", [(READ, "@B/n\0"), (WRITE, "@B/b\0x")],
+                  [(WRITE, "@B/n\0y")])
+    steps += case("dir_readonly", [(DIRECTORY, "@B\0")], [(WRITE, "@B/new\0y")])
+    steps += case("parent_value", [(WRITE, "@B/x\0v")], [(WRITE, "@B\0changed")])
+    steps += case("sibling", [(READ, "@B/a\0")], [(WRITE, "@B/zzz\0y")])
+    steps += case("sibling_created_parent_extended", [(WRITE, "@B/x\0v")],
+                  [(WRITE, "@B/other\0y")])
+    steps += case("rm_vs_child", [(RM, "@B/a\0")], [(WRITE, "@B/a/child\0y")])
+    steps += case("empty", [], [(WRITE, "@B/a\0y")])
+    steps += case("perms", [(SET_PERMS, "@B/a\0r0\0")], [(SET_PERMS, "@B/a\0b0\0")])
+    steps += case("blind_write", [(WRITE, "@B/a\0mine")], [(WRITE, "@B/a\0theirs")])
+    steps += case("same_value_rewrite", [(READ, "@B/a\0")], [(WRITE, "@B/a\0a")])
+    steps += case("other_reads_only", [(WRITE, "@B/a\0mine")], [(READ, "@B/a\0"),
+                                                                 (DIRECTORY, "@B\0")])
+    steps += case("mkdir_existing", [(MKDIR, "@B/a\0")], [(WRITE, "@B/a\0z")])
+    steps += case("get_perms", [(GET_PERMS, "@B/a\0")], [(SET_PERMS, "@B/a\0r0\0")])
+    steps += case("deep_create", [(WRITE, "@B/p/q/r\0v")], [(WRITE, "@B/p\0y")])
+    steps += case("unrelated", [(WRITE, "@B/a\0v")], [(WRITE, "/elsewhere\0y")])
+    return steps
+
+
+@scenario
 def transaction_events():
     return [
         Req(WATCH, s("/e", "tok"), conn=1),
