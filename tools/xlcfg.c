@@ -30,6 +30,7 @@ struct scan {
 	unsigned int line;
 	char *err;
 	size_t errlen;
+	bool bare; /* command-line override: an unquoted word is a string */
 };
 
 static int fail_at(char *err, size_t errlen, const char *file, unsigned int line,
@@ -170,6 +171,15 @@ static int scan_scalar(struct scan *s, const char *key, struct xlcfg_value *v)
 		return scan_number(s, v);
 	if (*s->p == '[')
 		return SFAIL(s, "syntax error: nested lists are not supported (\"%s\")", key);
+	if (s->bare && *s->p && *s->p != '\n' && *s->p != ';' && *s->p != ',' && *s->p != ']') {
+		const char *start = s->p;
+
+		while (*s->p && *s->p != '\n' && *s->p != ';' && *s->p != ',' && *s->p != ']')
+			s->p++;
+		v->type = XLCFG_STRING;
+		v->s = talloc_strndup(s->ctx, start, s->p - start);
+		return v->s ? 0 : -ENOMEM;
+	}
 	return SFAIL(s, "syntax error: expected a value for \"%s\", got %s", key,
 		     show_char(*s->p, cb));
 }
@@ -235,7 +245,7 @@ int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
 {
 	/* A command-line override is one argument: its messages carry no line number. */
 	struct scan s = { .file = file, .p = text, .line = override ? 0 : 1, .err = err,
-			  .errlen = errlen };
+			  .errlen = errlen, .bare = override };
 	struct xlcfg *cfg = *cfgp;
 	char cb[8];
 	int rv;

@@ -119,7 +119,15 @@ def test_bad_override(tmp_path):
     assert (r.returncode, r.stderr) == (1, 'xst: create: argument 1: unknown key "memroy"\n')
     r = xst("create", "-n", "vm1.cfg", "vcpus=1", "memory=x", cwd=tmp_path)
     assert (r.returncode, r.stderr) == \
-        (1, "xst: create: argument 2: syntax error: expected a value for \"memory\", got 'x'\n")
+        (1, 'xst: create: argument 2: "memory" must be a number, got "x"\n')
+    r = xst("create", "-n", "vm1.cfg", "vcpus=1", "memory=", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == \
+        (1, 'xst: create: argument 2: syntax error: expected a value for "memory", '
+            'got end of file\n')
+    # Unquoted words are strings on the command line (not in files).
+    r = xst("create", "-n", "vm1.cfg", "name=other", "on_crash=preserve", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["name"] == "other"
     r = xst("create", "-n", "vm1.cfg", "vcpus", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.startswith('xst: create: expected KEY=VALUE, got "vcpus"\n')

@@ -1,0 +1,138 @@
+/*
+ * xst-agent: one per host (docs/agent.md).
+ *
+ * One thread.  The main loop (main.c) polls the CLI listeners (proto/rpc), the event
+ * subscriptions of every domain process, and a one-second supervision tick.  The
+ * agent owns domid allocation, spawns one xst-domain per domain (domain.c), writes
+ * and removes the domain's xenstore layout (layout.c), acts on guest shutdowns with
+ * the on_* actions, keeps cpupools and scheduler parameters (pool.c), and serves
+ * the CLI protocol proto/agent.proto through one dispatch table (ctl.c).
+ *
+ * Ownership (talloc): struct agent owns the domains, the pools, the xenstore client
+ * and the listeners; each struct adom owns its nng sockets, its config and strings.
+ */
+#ifndef XST_AGENT_AGENT_H
+#define XST_AGENT_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/agent.pb-c.h"
+#include "proto/domain.pb-c.h"
+
+struct xs_client;
+struct xst_rpc;
+
+#define AGENT_MAX_LISTEN 4
+#define AGENT_DOMID_MAX 32751 /* DOMID_FIRST_RESERVED - 1 */
+#define AGENT_LOG_KEEP (64u * 1024)
+#define AGENT_CALL_MS 10000
+#define AGENT_CREATE_MS 60000
+#define AGENT_MAX_POOLS 64
+
+struct pool {
+	struct pool *next;
+	uint32_t id;
+	char *name;
+	char *sched;
+	uint64_t cpus[16]; /* bitmap, up to 1024 cpus */
+};
+
+enum adom_state {
+	ADOM_LIVE = 0,     /* running or paused */
+	ADOM_PRESERVED,    /* shut down, kept by on_* = preserve / rename-restart */
+};
+
+struct adom {
+	struct adom *next, *prev;
+	struct agent *a;
+	uint32_t domid;
+	char *name;
+	uint8_t uuid[16];
+	char uuid_str[37];
+	Xstagent__DomainConfig *cfg; /* on this adom; name/pool kept up to date */
+	pid_t pid;
+	bool our_child;
+	struct xst_rpc *rpc; /* control: req/rep to the domain process */
+	struct xst_rpc *sub; /* events: pub/sub from the domain process */
+	int sub_fd;
+	uint64_t last_seq;   /* newest event seq acted on */
+	char *console_path;
+	enum adom_state state;
+	uint32_t weight, cap;
+	char **affinity;     /* per vcpu (maxvcpus entries), cpu list or "all" */
+	uint64_t ring_gfn;
+};
+
+struct agent {
+	const char *rundir;
+	const char *xenstored;
+	const char *core;        /* default core for "auto" configs */
+	const char *domain_bin;  /* xst-domain */
+	const char *log_path;
+	bool no_fork;
+	const char *listen_urls[AGENT_MAX_LISTEN];
+	unsigned int nlisten;
+
+	struct xs_client *xs;
+	struct xst_rpc *srv[AGENT_MAX_LISTEN + 1];
+	unsigned int nsrv;
+	struct adom *doms;
+	unsigned int ndoms;
+	uint32_t next_domid;
+	struct pool *pools;
+	uint32_t next_pool_id;
+	unsigned int nr_cpus;
+	uint64_t start_time;
+	int log_fd;
+	char *logbuf;            /* the last AGENT_LOG_KEEP bytes of the log, circular */
+	size_t log_head, log_len;
+	volatile int stop;
+};
+
+/* log.c */
+void agent_log(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int agent_log_init(struct agent *a);
+/* The kept log as one string on ctx. */
+char *agent_log_text(struct agent *a, void *ctx);
+
+/* domain.c */
+struct adom *adom_find(struct agent *a, const char *ref); /* id or name */
+struct adom *adom_by_id(struct agent *a, uint32_t domid);
+int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
+		struct adom **out, char **msg, void *ctx);
+int adom_destroy(struct adom *d, char **msg, void *ctx);
+/* Call the domain process; reply on ctx; error replies give their errno and msg. */
+int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
+	      Xstdom__Reply **rep, char **msg);
+int adom_info(struct adom *d, void *ctx, Xstdom__Info **info);
+/* Store the config (name, pool, ...) in the domain process for re-adoption. */
+int adom_save_config(struct adom *d);
+void adom_events(struct adom *d);      /* fetch and act on new events */
+void agent_supervise(struct agent *a); /* reap, notice dead domain processes */
+int agent_adopt_all(struct agent *a);
+const char *adom_state_letters(struct adom *d, const Xstdom__Info *info, char buf[8]);
+
+/* layout.c */
+int layout_write(struct agent *a, struct adom *d);
+int layout_set_ring(struct agent *a, struct adom *d);
+void layout_remove(struct agent *a, uint32_t domid, const char *uuid_str);
+int layout_dom0(struct agent *a);
+int layout_xs_write(struct agent *a, const char *path, const char *val);
+int layout_xs_read(struct agent *a, void *ctx, const char *path, char **val);
+/* Re-open the xenstore connection after xstored restarted. */
+int agent_xs_reconnect(struct agent *a);
+
+/* pool.c */
+int pool_init(struct agent *a);
+struct pool *pool_find(struct agent *a, const char *name);
+int pool_save(struct agent *a);
+unsigned int pool_ndomains(struct agent *a, const struct pool *p);
+int pool_cpus_text(const uint64_t map[16], void *ctx, char **out);
+unsigned int pool_ncpus(const uint64_t map[16]);
+
+/* ctl.c */
+void ctl_serve(struct agent *a, struct xst_rpc *srv);
+
+#endif

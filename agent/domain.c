@@ -1,0 +1,999 @@
+/*
+ * Domains: spawning xst-domain, the create handshake (docs/domain-process.md), the
+ * ring handoff to xstored, destruction, guest shutdown actions, supervision and
+ * re-adoption after an agent restart.
+ *
+ * Create, step by step:
+ *   1. socketpair(SEQPACKET); posix_spawn xst-domain --handoff-fd 3
+ *   2. wait for "ready" on the handoff socket
+ *   3. dial ipc://R/dom-D.ipc, subscribe ipc://R/dom-D.events
+ *   4. Request{create}: the domain process sends "ring gfn=N" + 3 fds first, then
+ *      replies; the fds go to xstored with XS_INTRODUCE and are closed here
+ *   5. write the xenstore layout (layout.c; xstored accepts the domain as a node
+ *      owner once introduced), store/ring-ref and store/port
+ * Any failure undoes what was done (kill the process, remove nodes, release).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <talloc.h>
+
+#include "agent/agent.h"
+#include "proto/rpc.h"
+#include "store/xs_client.h"
+#include "tools/xlcfg.h"
+
+extern char **environ;
+
+static int adom_free_destructor(struct adom *d)
+{
+	struct agent *a = d->a;
+
+	if (d->prev)
+		d->prev->next = d->next;
+	else if (a->doms == d)
+		a->doms = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	if (a->ndoms)
+		a->ndoms--;
+	return 0;
+}
+
+static struct adom *adom_new(struct agent *a, uint32_t domid)
+{
+	struct adom *d = talloc_zero(a, struct adom);
+	struct adom **pp;
+
+	if (!d)
+		return NULL;
+	d->a = a;
+	d->domid = domid;
+	d->sub_fd = -1;
+	d->pid = -1;
+	/* Keep the list sorted by domid: `xst list` shows it in that order. */
+	for (pp = &a->doms; *pp && (*pp)->domid < domid; pp = &(*pp)->next)
+		d->prev = *pp;
+	d->next = *pp;
+	if (d->next)
+		d->next->prev = d;
+	*pp = d;
+	a->ndoms++;
+	talloc_set_destructor(d, adom_free_destructor);
+	return d;
+}
+
+struct adom *adom_by_id(struct agent *a, uint32_t domid)
+{
+	struct adom *d;
+
+	for (d = a->doms; d; d = d->next)
+		if (d->domid == domid)
+			return d;
+	return NULL;
+}
+
+struct adom *adom_find(struct agent *a, const char *ref)
+{
+	struct adom *d;
+	uint64_t id;
+	char *end;
+
+	if (ref[0] >= '0' && ref[0] <= '9') {
+		id = strtoull(ref, &end, 10);
+		if (*end == '\0' && id <= UINT32_MAX)
+			return adom_by_id(a, (uint32_t)id);
+	}
+	for (d = a->doms; d; d = d->next)
+		if (strcmp(d->name, ref) == 0)
+			return d;
+	return NULL;
+}
+
+static uint32_t domid_alloc(struct agent *a)
+{
+	uint32_t i, id = a->next_domid;
+
+	for (i = 0; i < AGENT_DOMID_MAX; i++) {
+		if (id == 0 || id > AGENT_DOMID_MAX)
+			id = 1;
+		if (!adom_by_id(a, id)) {
+			a->next_domid = id + 1;
+			return id;
+		}
+		id++;
+	}
+	return 0;
+}
+
+static char *rpath(struct agent *a, void *ctx, uint32_t domid, const char *suffix)
+{
+	return talloc_asprintf(ctx, "%s/dom-%u.%s", a->rundir, domid, suffix);
+}
+
+/* Remove what a domain process leaves behind when it cannot clean up (kill -9). */
+static void remove_files(struct agent *a, uint32_t domid)
+{
+	static const char *const sfx[] = { "state", "ipc", "console", "events" };
+	unsigned int i;
+
+	for (i = 0; i < 4; i++) {
+		char *p = rpath(a, NULL, domid, sfx[i]);
+
+		if (p)
+			unlink(p);
+		talloc_free(p);
+	}
+}
+
+int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
+	      Xstdom__Reply **rep, char **msg)
+{
+	ProtobufCMessage *m;
+	int rv;
+
+	*rep = NULL;
+	if (!d->rpc) {
+		if (msg)
+			*msg = talloc_asprintf(ctx, "domain %u has no domain process", d->domid);
+		return -ESRCH;
+	}
+	rv = xst_rpc_call_msg(d->rpc, &req->base, timeout_ms, &xstdom__reply__descriptor, ctx, &m);
+	if (rv < 0) {
+		if (msg)
+			*msg = talloc_asprintf(ctx, "domain %u: domain process does not answer: %s",
+					       d->domid, strerror(-rv));
+		return rv;
+	}
+	*rep = (Xstdom__Reply *)m;
+	if ((*rep)->error) {
+		if (msg)
+			*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
+					       (*rep)->message ? (*rep)->message
+							       : strerror(-(*rep)->error));
+		return (*rep)->error < 0 ? (*rep)->error : -EIO;
+	}
+	return 0;
+}
+
+int adom_info(struct adom *d, void *ctx, Xstdom__Info **info)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	int rv;
+
+	*info = NULL;
+	req.body_case = XSTDOM__REQUEST__BODY_INFO;
+	req.info = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, NULL);
+	if (rv < 0)
+		return rv;
+	if (rep->body_case != XSTDOM__REPLY__BODY_INFO)
+		return -EPROTO;
+	*info = rep->info;
+	return 0;
+}
+
+const char *adom_state_letters(struct adom *d, const Xstdom__Info *info, char buf[8])
+{
+	static const char reasons[] = "-rscwS";
+
+	strcpy(buf, "------");
+	if (!info) {
+		buf[5] = 'd'; /* the process is gone: dying */
+		return buf;
+	}
+	switch (info->state) {
+	case XSTDOM__VM_STATE__RUNNING: buf[0] = 'r'; break;
+	case XSTDOM__VM_STATE__PAUSED: buf[2] = 'p'; break;
+	case XSTDOM__VM_STATE__SHUTDOWN:
+		buf[3] = 's';
+		if (info->has_shutdown_reason && info->shutdown_reason < 6)
+			buf[4] = reasons[info->shutdown_reason];
+		break;
+	case XSTDOM__VM_STATE__DYING: buf[5] = 'd'; break;
+	default: buf[1] = 'b'; break;
+	}
+	return buf;
+}
+
+/* Copy a config onto ctx (pack + unpack: one talloc tree). */
+static Xstagent__DomainConfig *config_copy(const Xstagent__DomainConfig *c, void *ctx)
+{
+	ProtobufCMessage *m;
+	uint8_t *buf;
+	size_t len;
+
+	if (xst_rpc_pack(&c->base, NULL, &buf, &len) < 0)
+		return NULL;
+	if (xst_rpc_unpack(&xstagent__domain_config__descriptor, buf, len, ctx, &m) < 0)
+		m = NULL;
+	talloc_free(buf);
+	return (Xstagent__DomainConfig *)m;
+}
+
+static void vmconfig_fill(struct adom *d, Xstdom__VmConfig *vc, uint8_t *blob, size_t blen)
+{
+	const Xstagent__DomainConfig *c = d->cfg;
+
+	xstdom__vm_config__init(vc);
+	vc->domid = d->domid;
+	vc->name = d->name;
+	vc->has_uuid = true;
+	vc->uuid.data = d->uuid;
+	vc->uuid.len = 16;
+	vc->mem_max_kib = c->maxmem_mib * 1024;
+	vc->mem_target_kib = c->memory_mib * 1024;
+	vc->vcpus_max = c->maxvcpus;
+	vc->vcpus_online = c->vcpus;
+	vc->kernel = c->kernel;
+	vc->ramdisk = c->ramdisk;
+	vc->cmdline = c->cmdline;
+	vc->workload = c->workload;
+	vc->has_sched_weight = true;
+	vc->sched_weight = d->weight;
+	vc->has_sched_cap = true;
+	vc->sched_cap = d->cap;
+	vc->has_toolstack = true;
+	vc->toolstack.data = blob;
+	vc->toolstack.len = blen;
+}
+
+int adom_save_config(struct adom *d)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__VmConfig vc;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(d);
+	uint8_t *blob;
+	size_t blen;
+	char *msg = NULL;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	rv = xst_rpc_pack(&d->cfg->base, tmp, &blob, &blen);
+	if (rv == 0) {
+		vmconfig_fill(d, &vc, blob, blen);
+		req.body_case = XSTDOM__REQUEST__BODY_SET_TOOLSTACK;
+		req.set_toolstack = &vc;
+		rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	}
+	if (rv < 0)
+		agent_log(d->a, "domain %u: saving the config: %s", d->domid,
+			  msg ? msg : strerror(-rv));
+	talloc_free(tmp);
+	return rv;
+}
+
+static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t *pid,
+			int *handoff)
+{
+	posix_spawn_file_actions_t fa;
+	char domid_s[16], *log;
+	int sv[2], child, rv;
+	char *argv[] = { (char *)a->domain_bin, "--rundir", (char *)a->rundir, "--domid", domid_s,
+			 "--core", (char *)core, "--handoff-fd", "3", "--log", NULL, NULL };
+
+	*handoff = -1;
+	snprintf(domid_s, sizeof(domid_s), "%u", domid);
+	log = rpath(a, NULL, domid, "log");
+	if (!log)
+		return -ENOMEM;
+	argv[10] = log;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		rv = -errno;
+		talloc_free(log);
+		return rv;
+	}
+	/* dup2 onto itself would keep FD_CLOEXEC: make sure the child's end is not 3. */
+	child = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+	close(sv[1]);
+	if (child < 0) {
+		rv = -errno;
+		close(sv[0]);
+		talloc_free(log);
+		return rv;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, child, 3);
+	rv = -posix_spawn(pid, a->domain_bin, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(child);
+	talloc_free(log);
+	if (rv < 0) {
+		close(sv[0]);
+		return rv;
+	}
+	*handoff = sv[0];
+	return 0;
+}
+
+/* One datagram from the handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
+static int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(3 * sizeof(int))];
+	} cm;
+	struct iovec iov = { .iov_base = buf, .iov_len = len - 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *c;
+	ssize_t n;
+	int rv;
+
+	*nfds = 0;
+	do {
+		rv = poll(&pfd, 1, timeout_ms);
+	} while (rv < 0 && errno == EINTR);
+	if (rv < 0)
+		return -errno;
+	if (rv == 0)
+		return -ETIMEDOUT;
+	n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int k, cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (k = 0; k < cnt; k++) {
+				int f;
+
+				memcpy(&f, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				if (*nfds < 3)
+					fds[(*nfds)++] = f;
+				else
+					close(f);
+			}
+		}
+	}
+	if (n == 0)
+		return -EPIPE;
+	buf[n] = '\0';
+	return 0;
+}
+
+static void kill_domain_process(struct adom *d)
+{
+	if (d->pid > 0) {
+		kill(d->pid, SIGKILL);
+		if (d->our_child)
+			waitpid(d->pid, NULL, 0);
+	}
+	remove_files(d->a, d->domid);
+}
+
+static int dom_connect(struct adom *d)
+{
+	struct agent *a = d->a;
+	char *ipc = talloc_asprintf(d, "ipc://%s/dom-%u.ipc", a->rundir, d->domid);
+	char *ev = talloc_asprintf(d, "ipc://%s/dom-%u.events", a->rundir, d->domid);
+	int rv, fd;
+
+	if (!ipc || !ev)
+		return -ENOMEM;
+	rv = xst_rpc_dial(d, ipc, &d->rpc);
+	if (rv < 0)
+		return rv;
+	rv = xst_rpc_subscribe(d, ev, &d->sub);
+	if (rv < 0)
+		return rv;
+	fd = xst_rpc_poll_fd(d->sub);
+	if (fd < 0)
+		return fd;
+	d->sub_fd = fd;
+	return 0;
+}
+
+static void random_uuid(uint8_t u[16])
+{
+	if (getrandom(u, 16, 0) != 16) {
+		uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+		unsigned int i;
+
+		for (i = 0; i < 16; i++)
+			u[i] = (uint8_t)(t >> ((i % 8) * 8)) ^ (uint8_t)(i * 37);
+	}
+	u[6] = (u[6] & 0x0f) | 0x40; /* version 4 */
+	u[8] = (u[8] & 0x3f) | 0x80; /* variant */
+}
+
+int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
+		struct adom **out, char **msg, void *ctx)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Create cr = XSTDOM__CREATE__INIT;
+	Xstdom__VmConfig vc;
+	Xstdom__Reply *rep;
+	struct adom *d, *other;
+	const char *core;
+	char buf[128], *emsg = NULL;
+	int handoff = -1, fds[3] = { -1, -1, -1 }, nfds = 0, rv, i;
+	unsigned long long gfn;
+	bool introduced = false, layout = false;
+	uint8_t *blob;
+	size_t blen;
+	uint32_t domid;
+
+	*out = NULL;
+	*msg = NULL;
+	if ((other = adom_find(a, cfg->name)) != NULL && strcmp(other->name, cfg->name) == 0) {
+		*msg = talloc_asprintf(ctx, "domain name \"%s\" is already in use (domain %u)",
+				       cfg->name, other->domid);
+		return -EEXIST;
+	}
+	if (!pool_find(a, cfg->pool)) {
+		*msg = talloc_asprintf(ctx, "no cpupool \"%s\"", cfg->pool);
+		return -ENOENT;
+	}
+	if (cfg->maxvcpus == 0 || cfg->vcpus > cfg->maxvcpus || cfg->memory_mib > cfg->maxmem_mib) {
+		*msg = talloc_asprintf(ctx, "inconsistent config for \"%s\"", cfg->name);
+		return -EINVAL;
+	}
+	domid = domid_alloc(a);
+	if (!domid) {
+		*msg = talloc_strdup(ctx, "no free domain id");
+		return -ENOSPC;
+	}
+	d = adom_new(a, domid);
+	if (!d)
+		return -ENOMEM;
+	d->cfg = config_copy(cfg, d);
+	if (!d->cfg) {
+		talloc_free(d);
+		return -ENOMEM;
+	}
+	d->name = talloc_strdup(d, cfg->name);
+	if (cfg->has_uuid && cfg->uuid.len == 16) {
+		memcpy(d->uuid, cfg->uuid.data, 16);
+	} else {
+		random_uuid(d->uuid);
+		d->cfg->has_uuid = true;
+		d->cfg->uuid.data = talloc_memdup(d->cfg, d->uuid, 16);
+		d->cfg->uuid.len = 16;
+	}
+	xlcfg_uuid_format(d->uuid, d->uuid_str);
+	d->weight = cfg->cpu_weight;
+	d->cap = cfg->cpu_cap;
+	d->affinity = talloc_array(d, char *, cfg->maxvcpus);
+	d->console_path = rpath(a, d, domid, "console");
+	if (!d->name || !d->cfg->uuid.data || !d->affinity || !d->console_path) {
+		talloc_free(d);
+		return -ENOMEM;
+	}
+	for (i = 0; i < (int)cfg->maxvcpus; i++)
+		d->affinity[i] = talloc_strdup(d->affinity, cfg->cpus ? cfg->cpus : "all");
+	core = strcmp(cfg->core, "auto") == 0 ? a->core : cfg->core;
+
+	rv = spawn_domain(a, domid, core, &d->pid, &handoff);
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "cannot start %s: %s", a->domain_bin, strerror(-rv));
+		goto fail;
+	}
+	d->our_child = true;
+	rv = handoff_recv(handoff, 10000, buf, sizeof(buf), fds, &nfds);
+	if (rv == 0 && strcmp(buf, "ready") != 0)
+		rv = -EPROTO;
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "domain process for domain %u did not start (%s); see "
+					    "%s/dom-%u.log", domid, strerror(-rv), a->rundir, domid);
+		goto fail;
+	}
+	rv = dom_connect(d);
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "cannot connect to the domain process: %s",
+				       strerror(-rv));
+		goto fail;
+	}
+	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
+	if (rv < 0)
+		goto fail;
+	vmconfig_fill(d, &vc, blob, blen);
+	vc.has_start_paused = true;
+	vc.start_paused = paused;
+	cr.config = &vc;
+	req.body_case = XSTDOM__REQUEST__BODY_CREATE;
+	req.create = &cr;
+	rv = adom_call(d, &req, AGENT_CREATE_MS, ctx, &rep, &emsg);
+	if (rv < 0)
+		goto fail;
+	rv = handoff_recv(handoff, 5000, buf, sizeof(buf), fds, &nfds);
+	if (rv == 0 && (nfds != 3 || sscanf(buf, "ring gfn=%llu", &gfn) != 1))
+		rv = -EPROTO;
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "no xenstore ring from the domain process: %s",
+				       strerror(-rv));
+		goto fail;
+	}
+	d->ring_gfn = gfn;
+	rv = xs_client_introduce(a->xs, domid, gfn, 1, fds);
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "xenstored refused to introduce domain %u: %s", domid,
+				       strerror(-rv));
+		goto fail;
+	}
+	introduced = true;
+	/* After INTRODUCE: xstored accepts the domain as a node owner only once it knows
+	 * it.  The guest retries until its nodes appear. */
+	layout = true;
+	rv = layout_write(a, d);
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "writing the xenstore layout: %s", strerror(-rv));
+		goto fail;
+	}
+	rv = layout_set_ring(a, d);
+	if (rv < 0) {
+		emsg = talloc_asprintf(ctx, "writing store/ring-ref: %s", strerror(-rv));
+		goto fail;
+	}
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	close(handoff);
+	agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s", domid, d->name,
+		  d->uuid_str, core, (int)d->pid, paused ? ", paused" : "");
+	*out = d;
+	return 0;
+fail:
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (handoff >= 0)
+		close(handoff);
+	kill_domain_process(d);
+	if (introduced)
+		xs_client_release(a->xs, domid);
+	if (layout)
+		layout_remove(a, domid, d->uuid_str);
+	if (!emsg)
+		emsg = talloc_asprintf(ctx, "creating domain %u: %s", domid, strerror(-rv));
+	agent_log(a, "create %s failed: %s", cfg->name, emsg);
+	*msg = emsg;
+	talloc_free(d);
+	return rv < 0 ? rv : -EIO;
+}
+
+/* Tear down everything of a domain whose process is already gone or killed. */
+static void adom_cleanup(struct adom *d)
+{
+	struct agent *a = d->a;
+	int rv;
+
+	rv = xs_client_release(a->xs, d->domid);
+	if (rv < 0 && rv != -ENOENT && rv != -EINVAL && rv != -ESRCH)
+		agent_log(a, "domain %u: xenstore release: %s", d->domid, strerror(-rv));
+	layout_remove(a, d->domid, d->uuid_str);
+}
+
+int adom_destroy(struct adom *d, char **msg, void *ctx)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	struct agent *a = d->a;
+	void *tmp = talloc_new(a);
+	uint32_t domid = d->domid;
+	int rv;
+
+	req.body_case = XSTDOM__REQUEST__BODY_DESTROY;
+	req.destroy = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, NULL);
+	if (rv < 0) {
+		agent_log(a, "domain %u: destroy request failed (%s): killing pid %d", domid,
+			  strerror(-rv), (int)d->pid);
+		kill_domain_process(d);
+	} else if (d->our_child && d->pid > 0) {
+		/* It exits right after replying; reap it so no zombie is left behind. */
+		int i;
+
+		for (i = 0; i < 500 && waitpid(d->pid, NULL, WNOHANG) == 0; i++)
+			usleep(10000);
+	}
+	talloc_free(tmp);
+	adom_cleanup(d);
+	agent_log(a, "domain %u (%s) destroyed", domid, d->name);
+	talloc_free(d);
+	return 0;
+}
+
+static const char *action_for(const Xstagent__DomainConfig *c, int reason)
+{
+	switch (reason) {
+	case XSTDOM__SHUTDOWN_REASON__POWEROFF: return c->on_poweroff;
+	case XSTDOM__SHUTDOWN_REASON__REBOOT: return c->on_reboot;
+	case XSTDOM__SHUTDOWN_REASON__CRASH:
+	case XSTDOM__SHUTDOWN_REASON__WATCHDOG: return c->on_crash;
+	case XSTDOM__SHUTDOWN_REASON__SOFT_RESET: return c->on_soft_reset;
+	default: return "preserve"; /* suspend: the toolstack that asked will act */
+	}
+}
+
+static const char *reason_name(int reason)
+{
+	static const char *const names[] = { "poweroff", "reboot", "suspend", "crash",
+					     "watchdog", "soft_reset" };
+
+	return reason >= 0 && reason < 6 ? names[reason] : "unknown";
+}
+
+/* Start a new domain from `cfg` (restart actions). */
+static void restart_with(struct agent *a, Xstagent__DomainConfig *cfg)
+{
+	struct adom *nd;
+	char *msg;
+	int rv;
+
+	rv = adom_create(a, cfg, false, &nd, &msg, cfg);
+	if (rv < 0)
+		agent_log(a, "restarting %s failed: %s", cfg->name, msg ? msg : strerror(-rv));
+	else
+		agent_log(a, "%s restarted as domain %u", nd->name, nd->domid);
+}
+
+/* The guest stopped (reason) or its process died (dead).  May free d. */
+static void act_on_shutdown(struct adom *d, int reason, bool dead)
+{
+	struct agent *a = d->a;
+	const char *action = action_for(d->cfg, reason);
+	Xstagent__DomainConfig *cfg;
+	char *msg = NULL;
+
+	if (d->state == ADOM_PRESERVED)
+		return;
+	agent_log(a, "domain %u (%s) %s (%s): action %s", d->domid, d->name,
+		  dead ? "domain process died" : "shut down", reason_name(reason), action);
+	if (dead && (strcmp(action, "preserve") == 0 || strcmp(action, "soft-reset") == 0 ||
+		     strcmp(action, "rename-restart") == 0))
+		action = strcmp(action, "rename-restart") == 0 ? "restart" : "destroy";
+	if (strcmp(action, "preserve") == 0) {
+		d->state = ADOM_PRESERVED;
+		return;
+	}
+	if (strcmp(action, "soft-reset") == 0) {
+		Xstdom__Request req = XSTDOM__REQUEST__INIT;
+		Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+		Xstdom__Reply *rep;
+		void *tmp = talloc_new(a);
+
+		req.body_case = XSTDOM__REQUEST__BODY_SOFT_RESET;
+		req.soft_reset = &e;
+		if (adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &msg) < 0)
+			agent_log(a, "domain %u: soft reset: %s", d->domid, msg);
+		talloc_free(tmp);
+		return;
+	}
+	cfg = config_copy(d->cfg, a);
+	if (strcmp(action, "rename-restart") == 0) {
+		/* Keep the old one under a new name, start a fresh one with the name. */
+		char *old = talloc_asprintf(d, "%s-%u", d->name, d->domid);
+
+		if (old) {
+			d->name = old;
+			d->cfg->name = old;
+			layout_xs_write(a, talloc_asprintf(cfg, "/local/domain/%u/name", d->domid),
+					old);
+			adom_save_config(d);
+		}
+		d->state = ADOM_PRESERVED;
+	} else if (dead) {
+		adom_cleanup(d);
+		remove_files(a, d->domid);
+		talloc_free(d);
+	} else {
+		adom_destroy(d, &msg, a);
+	}
+	if (cfg && (strcmp(action, "restart") == 0 || strcmp(action, "rename-restart") == 0))
+		restart_with(a, cfg);
+	talloc_free(cfg);
+}
+
+void adom_events(struct adom *d)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__WaitEvent we = XSTDOM__WAIT_EVENT__INIT;
+	Xstdom__Reply *rep;
+	struct agent *a = d->a;
+	void *tmp = talloc_new(a);
+	uint32_t domid = d->domid;
+	size_t i;
+
+	we.after_seq = d->last_seq;
+	we.timeout_ms = 0;
+	req.body_case = XSTDOM__REQUEST__BODY_WAIT_EVENT;
+	req.wait_event = &we;
+	if (!tmp || adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, NULL) < 0 ||
+	    rep->body_case != XSTDOM__REPLY__BODY_EVENTS) {
+		talloc_free(tmp);
+		return;
+	}
+	for (i = 0; i < rep->events->n_event; i++) {
+		Xstdom__Event *ev = rep->events->event[i];
+
+		if (ev->seq <= d->last_seq)
+			continue;
+		d->last_seq = ev->seq;
+		switch (ev->kind) {
+		case XSTDOM__EVENT_KIND__EV_SHUTDOWN:
+		case XSTDOM__EVENT_KIND__EV_FAIL:
+			if (ev->detail)
+				agent_log(a, "domain %u: %s", domid, ev->detail);
+			act_on_shutdown(d, ev->kind == XSTDOM__EVENT_KIND__EV_FAIL
+						   ? XSTDOM__SHUTDOWN_REASON__CRASH
+						   : (ev->has_reason ? (int)ev->reason : 0),
+					false);
+			/* d may be gone now. */
+			if (adom_by_id(a, domid) != d)
+				goto out;
+			break;
+		case XSTDOM__EVENT_KIND__EV_PAUSED:
+			agent_log(a, "domain %u paused", domid);
+			break;
+		case XSTDOM__EVENT_KIND__EV_UNPAUSED:
+			agent_log(a, "domain %u unpaused", domid);
+			break;
+		case XSTDOM__EVENT_KIND__EV_SOFT_RESET:
+			agent_log(a, "domain %u soft-reset", domid);
+			break;
+		default:
+			break;
+		}
+	}
+	if (rep->events->last_seq > d->last_seq)
+		d->last_seq = rep->events->last_seq;
+out:
+	talloc_free(tmp);
+}
+
+void agent_supervise(struct agent *a)
+{
+	static unsigned int tick;
+	struct adom *d, *next;
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (d = a->doms; d; d = d->next)
+			if (d->pid == pid)
+				d->our_child = false; /* reaped: kill(pid, 0) now fails */
+	}
+	tick++;
+	for (d = a->doms; d; d = next) {
+		next = d->next;
+		if (d->pid > 0 && kill(d->pid, 0) < 0 && errno == ESRCH) {
+			uint32_t nid = next ? next->domid : 0;
+
+			agent_log(a, "domain %u (%s): domain process %d is gone", d->domid, d->name,
+				  (int)d->pid);
+			d->pid = -1;
+			act_on_shutdown(d, XSTDOM__SHUTDOWN_REASON__CRASH, true);
+			/* The list may have changed (a restart adds one): find our place again. */
+			next = nid ? adom_by_id(a, nid) : NULL;
+			continue;
+		}
+		/* Events are pushed, but a subscriber may miss some: catch up now and then. */
+		if ((d->domid + tick) % 10 == 0) {
+			uint32_t nid = next ? next->domid : 0;
+
+			adom_events(d);
+			next = nid ? adom_by_id(a, nid) : NULL;
+		}
+	}
+}
+
+/* ---- re-adoption ---- */
+
+static int read_file(void *ctx, const char *path, uint8_t **buf, size_t *len)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rv = 0;
+
+	*buf = NULL;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || st.st_size > (1 << 20)) {
+		close(fd);
+		return -EFBIG;
+	}
+	*buf = talloc_size(ctx, st.st_size + 1);
+	if (!*buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	n = read(fd, *buf, st.st_size);
+	if (n != st.st_size)
+		rv = n < 0 ? -errno : -EIO;
+	*len = n > 0 ? (size_t)n : 0;
+	close(fd);
+	return rv;
+}
+
+/* A config for a domain whose toolstack blob is missing: from its VmConfig. */
+static Xstagent__DomainConfig *config_from_vm(const Xstdom__VmConfig *vc, void *ctx)
+{
+	Xstagent__DomainConfig c;
+
+	xstagent__domain_config__init(&c);
+	c.name = vc->name;
+	c.has_uuid = vc->has_uuid;
+	c.uuid = vc->uuid;
+	c.type = "pvh";
+	c.memory_mib = vc->mem_target_kib / 1024;
+	c.maxmem_mib = vc->mem_max_kib / 1024;
+	c.vcpus = vc->vcpus_online;
+	c.maxvcpus = vc->vcpus_max;
+	c.cpu_weight = vc->has_sched_weight && vc->sched_weight ? vc->sched_weight : 256;
+	c.cpu_cap = vc->sched_cap;
+	c.pool = "Pool-0";
+	c.kernel = vc->kernel;
+	c.ramdisk = vc->ramdisk;
+	c.cmdline = vc->cmdline;
+	c.on_poweroff = "destroy";
+	c.on_reboot = "restart";
+	c.on_crash = "destroy";
+	c.on_soft_reset = "soft-reset";
+	c.workload = vc->workload;
+	c.core = "auto";
+	return config_copy(&c, ctx);
+}
+
+static int adopt_one(struct agent *a, const char *path)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__DomainRecord *rec;
+	Xstdom__Reply *rep;
+	Xstdom__Info *info;
+	ProtobufCMessage *m;
+	struct adom *d;
+	void *tmp = talloc_new(a);
+	uint8_t *buf;
+	size_t len;
+	unsigned int i;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	rv = read_file(tmp, path, &buf, &len);
+	if (rv == 0)
+		rv = xst_rpc_unpack(&xstdom__domain_record__descriptor, buf, len, tmp, &m);
+	if (rv < 0) {
+		agent_log(a, "re-adoption: %s: %s", path, strerror(-rv));
+		goto out;
+	}
+	rec = (Xstdom__DomainRecord *)m;
+	if (adom_by_id(a, rec->domid)) {
+		rv = -EEXIST;
+		goto out;
+	}
+	if (kill((pid_t)rec->pid, 0) < 0 && errno == ESRCH) {
+		char u[37] = "";
+
+		agent_log(a, "re-adoption: domain %u: process %u is gone; cleaning up", rec->domid,
+			  rec->pid);
+		if (rec->config->has_uuid && rec->config->uuid.len == 16)
+			xlcfg_uuid_format(rec->config->uuid.data, u);
+		xs_client_release(a->xs, rec->domid);
+		layout_remove(a, rec->domid, u[0] ? u : NULL);
+		remove_files(a, rec->domid);
+		rv = 0;
+		goto out;
+	}
+	d = adom_new(a, rec->domid);
+	if (!d) {
+		rv = -ENOMEM;
+		goto out;
+	}
+	d->pid = (pid_t)rec->pid;
+	d->ring_gfn = rec->ring_gfn;
+	d->console_path = talloc_strdup(d, rec->console_path);
+	rv = dom_connect(d);
+	if (rv == 0)
+		rv = adom_info(d, tmp, &info);
+	if (rv == 0) {
+		req.body_case = XSTDOM__REQUEST__BODY_GET_CONFIG;
+		req.get_config = &e;
+		rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, NULL);
+		if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_CONFIG)
+			rv = -EPROTO;
+	}
+	if (rv < 0) {
+		agent_log(a, "re-adoption: domain %u (pid %u) does not answer: %s", rec->domid,
+			  rec->pid, strerror(-rv));
+		talloc_free(d);
+		goto out;
+	}
+	if (rep->config->has_toolstack && rep->config->toolstack.len &&
+	    xst_rpc_unpack(&xstagent__domain_config__descriptor, rep->config->toolstack.data,
+			   rep->config->toolstack.len, d, &m) == 0)
+		d->cfg = (Xstagent__DomainConfig *)m;
+	else
+		d->cfg = config_from_vm(rep->config, d);
+	if (!d->cfg || !d->cfg->has_uuid || d->cfg->uuid.len != 16) {
+		agent_log(a, "re-adoption: domain %u: unusable config", rec->domid);
+		talloc_free(d);
+		rv = -EPROTO;
+		goto out;
+	}
+	d->name = talloc_strdup(d, d->cfg->name);
+	memcpy(d->uuid, d->cfg->uuid.data, 16);
+	xlcfg_uuid_format(d->uuid, d->uuid_str);
+	d->weight = info->sched_weight;
+	d->cap = info->sched_cap;
+	d->last_seq = info->last_event_seq;
+	d->affinity = talloc_array(d, char *, d->cfg->maxvcpus);
+	if (!d->name || !d->affinity) {
+		talloc_free(d);
+		rv = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < d->cfg->maxvcpus; i++) {
+		char *p = talloc_asprintf(tmp, "/libxl/%u/vcpu/%u/affinity", d->domid, i), *v;
+
+		if (p && layout_xs_read(a, d->affinity, p, &v) == 0)
+			d->affinity[i] = v;
+		else
+			d->affinity[i] = talloc_strdup(d->affinity, "all");
+	}
+	if (d->domid >= a->next_domid)
+		a->next_domid = d->domid + 1;
+	agent_log(a, "re-adopted domain %u (%s), pid %d, core %s", d->domid, d->name, (int)d->pid,
+		  info->core);
+	/* Act on a shutdown that happened while no agent was watching. */
+	if (info->state == XSTDOM__VM_STATE__SHUTDOWN) {
+		const char *act = action_for(d->cfg, info->has_shutdown_reason
+							      ? (int)info->shutdown_reason : 0);
+
+		if (strcmp(act, "preserve") == 0 || strcmp(act, "rename-restart") == 0)
+			d->state = ADOM_PRESERVED;
+		else
+			act_on_shutdown(d, info->has_shutdown_reason ? (int)info->shutdown_reason : 0,
+					false);
+	}
+	rv = 0;
+out:
+	talloc_free(tmp);
+	return rv;
+}
+
+int agent_adopt_all(struct agent *a)
+{
+	struct dirent *de;
+	DIR *dir = opendir(a->rundir);
+	unsigned int domid;
+	char tail[16];
+
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir)) != NULL) {
+		char *path;
+
+		if (sscanf(de->d_name, "dom-%u.%15s", &domid, tail) != 2 || strcmp(tail, "state"))
+			continue;
+		path = talloc_asprintf(a, "%s/%s", a->rundir, de->d_name);
+		if (path)
+			adopt_one(a, path);
+		talloc_free(path);
+	}
+	closedir(dir);
+	return 0;
+}
