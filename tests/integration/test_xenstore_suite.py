@@ -65,6 +65,12 @@ def test_test_xenstore_single(xsd, name):
     assert r.stdout.startswith("%-10s: avg: " % name)
 
 
+def test_test_xenstore_random(xsd):
+    # -r: random tests (random order and iterations) for 2 seconds; silent when all pass.
+    r = xsd.run(str(XEN_BIN / "test-xenstore"), "-r", "2", check=False, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r.stdout + r.stderr
+
+
 def test_test_xenstore_no_daemon(tmp_path):
     import subprocess
     r = subprocess.run([str(XEN_BIN / "test-xenstore"), "-i", "1"],
