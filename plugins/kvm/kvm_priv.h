@@ -1,0 +1,114 @@
+/*
+ * xst kvm core: private definitions shared by the plugin's files.
+ *
+ * kvm.c      ops table, probe, vm memory/dirty log, vcpu run loop and kick
+ * cpuid.c    the CPUID model given to guests (PVM masking)
+ * boot.c     PVH ELF loader and the boot-time vcpu state
+ * uart.c     16550 UART console
+ * state.c    vm/vcpu state save/load (protobuf-c messages of kvm_state.proto)
+ * See docs/kvm.md for the guest memory layout and the platform's ports.
+ */
+#ifndef XST_PLUGINS_KVM_PRIV_H
+#define XST_PLUGINS_KVM_PRIV_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/hv.h"
+
+/* Platform: guest physical layout and ports (docs/kvm.md). */
+#define KVM_LOW_RAM_END 0xa0000ull        /* RAM below the legacy hole */
+#define KVM_HIGH_RAM_START 0x100000ull    /* RAM from 1 MiB */
+#define KVM_MAX_RAM (3ull << 30)          /* RAM ends below the 3-4 GiB MMIO hole */
+#define KVM_START_INFO_GPA 0x1000ull      /* struct hvm_start_info */
+#define KVM_MODLIST_GPA 0x1800ull         /* struct hvm_modlist_entry[1] */
+#define KVM_MEMMAP_GPA 0x1c00ull          /* struct hvm_memmap_table_entry[] */
+#define KVM_CMDLINE_GPA 0x2000ull         /* kernel command line, NUL-terminated */
+#define KVM_CMDLINE_MAX 4096u
+#define KVM_XS_GFN 0xfeull                /* xenstore ring page (reserved hole) */
+#define KVM_PORT_COM1 0x3f8
+#define KVM_PORT_SHUTDOWN 0x510           /* write a Xen SHUTDOWN_* code */
+#define KVM_PORT_XS_KICK 0x511            /* xenstore kick: ioeventfd */
+#define KVM_XS_GSI 5                      /* xenstore notify: irqfd */
+#define KVM_UART_GSI 4
+#define KVM_TSS_GPA 0xfffbd000ull         /* KVM_SET_TSS_ADDR (VMX), above RAM */
+
+#define KVM_UART_RX_MAX 4096u
+
+struct kvm_uart {
+	pthread_mutex_t lock;
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	bool thr_pending; /* THR-empty interrupt pending (cleared by reading IIR) */
+	bool irq_level;
+	uint8_t rx[KVM_UART_RX_MAX];
+	unsigned int rx_head, rx_len;
+	/* output line assembly for the callback */
+	xst_console_fn fn;
+	void *opaque;
+	int vm_fd;
+};
+
+struct kvm_hv {
+	int kvm_fd;
+	int run_size;
+	bool pvm;
+	struct kvm_cpuid2 *cpuid; /* supported, masked; malloc'd */
+	uint32_t *msrs;           /* MSRs saved with a vcpu; malloc'd */
+	unsigned int nmsrs;
+	bool msrs_probed;
+};
+
+enum kvm_boot_kind { KVM_BOOT_PVH = 1 };
+
+struct kvm_vm {
+	int vm_fd;
+	int mem_fd;
+	uint8_t *mem;
+	uint64_t mem_size;
+	bool dirty_log;
+	int kick_fd, notify_fd;
+	uint64_t mem_target_kib, mem_max_kib;
+	enum kvm_boot_kind boot;
+	uint64_t entry;         /* PVH: 32-bit entry point */
+	atomic_int shutdown;    /* -1 none, else enum xst_shutdown_reason */
+	struct kvm_uart uart;
+};
+
+struct kvm_vcpu {
+	int fd;
+	struct kvm_run *run;
+	pthread_mutex_t kick_lock;
+	pthread_t thread;
+	bool in_run;            /* under kick_lock */
+	atomic_bool kicked;
+	atomic_uint_fast64_t cpu_ns;
+	bool online;
+};
+
+static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }
+static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
+
+/* cpuid.c */
+int kvm_cpuid_init(struct kvm_hv *h);
+int kvm_cpuid_set(struct kvm_hv *h, int vcpu_fd, unsigned int apic_id);
+
+/* boot.c: load cfg->kernel (and ramdisk/cmdline) into guest memory. */
+int kvm_boot_load(struct xst_vm *vm, const struct xst_vm_config *cfg);
+int kvm_boot_vcpu(struct xst_vm *vm, int vcpu_fd);
+
+/* uart.c */
+void kvm_uart_init(struct kvm_uart *u, int vm_fd);
+void kvm_uart_fini(struct kvm_uart *u);
+void kvm_uart_io(struct kvm_uart *u, unsigned int reg, bool write, uint8_t *data);
+int kvm_uart_input(struct kvm_uart *u, const char *buf, size_t len);
+
+/* state.c */
+int kvm_vm_state_save(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
+int kvm_vm_state_load(struct xst_vm *vm, const uint8_t *blob, size_t len);
+int kvm_vcpu_state_save(struct xst_vcpu *vcpu, void *ctx, uint8_t **blob, size_t *len);
+int kvm_vcpu_state_load(struct xst_vcpu *vcpu, const uint8_t *blob, size_t len);
+
+#endif
