@@ -44,6 +44,7 @@ int watch_init(void)
 	wtable = talloc_zero_array(xsd_ctx, struct watch *, wsize);
 	acl_intro = talloc_zero(xsd_ctx, struct xs_perm);
 	acl_release = talloc_zero(xsd_ctx, struct xs_perm);
+	nacl_intro = nacl_release = 1;
 	if (!wtable || !acl_intro || !acl_release)
 		return -ENOMEM;
 	return 0;
