@@ -810,7 +810,10 @@ int dom_serve(struct dom *d)
 			usleep(100000); /* out of memory: keep serving */
 			continue;
 		}
-		ret = xst_rpc_recv_msg(d->rpc, 1000, &xstdom__request__descriptor, c.ctx, &msg);
+		/* wake once a second only while waiting for create (its deadline): an idle
+		 * domain must not cost CPU */
+		ret = xst_rpc_recv_msg(d->rpc, d->state == DOM_CREATED ? 1000 : -1,
+				       &xstdom__request__descriptor, c.ctx, &msg);
 		if (ret == -ETIMEDOUT) {
 			talloc_free(c.ctx);
 			if (d->state == DOM_CREATED && dom_realtime_ns() > deadline) {
