@@ -27,6 +27,30 @@ void dom_log(const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * SIGTERM / SIGINT: a destroy without the control service (an agent or an operator
+ * killing the process).  Blocked in every thread and taken by this one, which removes
+ * the run-directory files and exits at once: the guest's memory goes with the process.
+ */
+static void *signal_thread(void *arg)
+{
+	struct dom *d = arg;
+	sigset_t set;
+	int sig = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigwait(&set, &sig) != 0)
+		return NULL;
+	dom_log("domain %u: signal %d: destroying", d->domid, sig);
+	unlink(d->state_path);
+	unlink(d->console_path);
+	unlink(d->ipc_url + strlen("ipc://"));
+	unlink(d->events_url + strlen("ipc://"));
+	_exit(0);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: xst-domain --rundir DIR --domid N [--core NAME] "
@@ -119,6 +143,21 @@ int main(int argc, char **argv)
 	d->state_path = talloc_asprintf(d, "%s/dom-%u.state", d->rundir, d->domid);
 	if (!d->ipc_url || !d->events_url || !d->console_path || !d->state_path)
 		goto out;
+	{
+		sigset_t set;
+		pthread_t t;
+
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigaddset(&set, SIGINT);
+		/* before any other thread exists, so all of them inherit the mask */
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+		if (pthread_create(&t, NULL, signal_thread, d) != 0) {
+			dom_log("signal thread: %s", strerror(errno));
+			goto out;
+		}
+		pthread_detach(t);
+	}
 
 	ret = xst_hv_open(d, d->core_name, &d->hv, why, sizeof(why));
 	if (ret < 0) {

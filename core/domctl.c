@@ -9,7 +9,8 @@
  *   xst-domctl --rundir D --domid N info | pause | unpause | destroy | vcpu-info |
  *              soft-reset | get-config | console-log | state-save | record |
  *              shutdown REASON | mem-target KIB | mem-max KIB | vcpus N |
- *              sched WEIGHT CAP | wait-event AFTER_SEQ TIMEOUT_MS | raw-garbage
+ *              sched WEIGHT CAP | wait-event AFTER_SEQ TIMEOUT_MS | raw-garbage |
+ *              introduce XSTORED_SOCKET GFN
  *
  * Exit status 0 on success; on an error reply it prints "error=<errno name> ..." and
  * exits 1.
@@ -221,6 +222,8 @@ static int cmd_spawn(void *ctx, int argc, char **argv)
 	if (n != 5 || memcmp(ready, "ready", 5))
 		die("xst-domain failed to start (see its log)");
 
+	printf("pid=%d\n", (int)pid);
+	fflush(stdout);
 	cr.config = &cfg;
 	req.body_case = XSTDOM__REQUEST__BODY_CREATE;
 	req.create = &cr;
@@ -241,7 +244,7 @@ static int cmd_spawn(void *ctx, int argc, char **argv)
 	}
 	for (i = 0; i < 3; i++)
 		close(fds[i]);
-	printf("pid=%d\ngfn=%llu\n", (int)pid, gfn);
+	printf("gfn=%llu\n", gfn);
 	return 0;
 }
 
@@ -390,6 +393,24 @@ static int cmd_record(void *ctx)
 	return 0;
 }
 
+/* INTRODUCE without fds: for a known domain xstored resets its ring (soft reset). */
+static int cmd_introduce(void *ctx, int argc, char **argv)
+{
+	struct xs_client *c;
+	int ret;
+
+	if (argc != 2)
+		die("usage: introduce XSTORED_SOCKET GFN");
+	ret = xs_client_open(ctx, argv[0], &c);
+	if (ret < 0)
+		die("xstored %s: %s", argv[0], strerror(-ret));
+	ret = xs_client_introduce(c, domid, strtoull(argv[1], NULL, 0), 1, NULL);
+	if (ret < 0)
+		die("introduce: %s", strerror(-ret));
+	printf("ok\n");
+	return 0;
+}
+
 /* Send bytes that are not a Request: the process must answer with an error, not die. */
 static int cmd_raw_garbage(void *ctx)
 {
@@ -442,6 +463,8 @@ int main(int argc, char **argv)
 		ret = cmd_spawn(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "record"))
 		ret = cmd_record(ctx);
+	else if (!strcmp(cmd, "introduce"))
+		ret = cmd_introduce(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "raw-garbage"))
 		ret = cmd_raw_garbage(ctx);
 	else

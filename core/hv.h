@@ -181,7 +181,9 @@ struct xst_hv_ops {
 	 * fills *exit, or -errno.  Called only from the vcpu's own thread. */
 	int (*vcpu_run)(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit);
 	/* MANDATORY.  Make a running vcpu_run return soon with XST_EXIT_NONE.  Any thread;
-	 * async-signal-safe where the plugin documents so. */
+	 * async-signal-safe where the plugin documents so.  A kick that arrives while the
+	 * vcpu is not inside vcpu_run must make the next vcpu_run return promptly (the
+	 * domain process parks vcpus relying on this; spurious returns are harmless). */
 	void (*vcpu_kick)(struct xst_vcpu *vcpu);
 	int (*vcpu_info)(struct xst_vcpu *vcpu, struct xst_vcpu_info *info);
 	/* Full vcpu state (registers, FPU, MSRs, LAPIC, events, MP state) as an opaque

@@ -57,14 +57,21 @@ class Domain:
                 args, r.returncode, r.stdout, r.stderr))
         return r
 
-    def spawn(self, *flags):
+    def spawn(self, *flags, check=True):
+        """Spawn and create; with check=False a failed create is kept in self.result
+        (the process, if it started, is still recorded for cleanup)."""
         args = ["spawn", "--core", "sim"]
         if self.xs is not None:
             args += ["--xs", self.xs.socket]
         args += list(flags) + ["%s=%s" % kv for kv in self.cfg.items()]
-        kv = parse_kv(self.ctl(*args).stdout)
-        self.pid = int(kv["pid"])
-        self.gfn = int(kv["gfn"])
+        self.result = r = self.ctl(*args, check=False)
+        kv = parse_kv(r.stdout)
+        if "pid" in kv:
+            self.pid = int(kv["pid"])
+        if check and r.returncode != 0:
+            raise AssertionError("spawn failed (%d): %s%s" % (r.returncode, r.stdout, r.stderr))
+        if "gfn" in kv:
+            self.gfn = int(kv["gfn"])
         return self
 
     def toolstack_nodes(self, name):

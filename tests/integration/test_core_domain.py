@@ -2,6 +2,7 @@
 guest's xenbus client over the shared ring page handed over with SCM_RIGHTS, Debian's
 xenstore clients as the toolstack, and the control protocol of docs/domain-process.md."""
 import os
+import signal
 import time
 
 import pytest
@@ -185,3 +186,40 @@ def test_outlives_spawner_and_readopts(xstored, domains, tmp_path):
     d.ctl("shutdown", "REBOOT")
     # an agent that was away asks from seq 0 and sees what it missed
     assert [e["reason"] for e in d.events(0)] == ["REBOOT"]
+
+
+def test_soft_reset_reconnects_after_reintroduce(xstored, domains):
+    d = domains(15, name="kexec", workload="console=50ms").spawn()
+    d.toolstack_nodes("kexec")
+    wait_for(lambda: status_running(xstored, 15), timeout=10, what="data/status")
+    xstored.run("xenstore-rm", "/local/domain/15/data/status")
+    d.ctl("soft-reset")
+    assert [e["kind"] for e in d.events(0)] == ["EV_SOFT_RESET"]
+    assert d.info()["state"] == "RUNNING"
+    time.sleep(0.3)
+    # the reset guest waits for xstored (ring connection field = RECONNECT) ...
+    assert not status_running(xstored, 15)
+    assert d.console_log().count("booting") == 2
+    # ... until the toolstack introduces it again (no fds: xstored resets its ring)
+    d.ctl("introduce", xstored.socket, d.gfn)
+    wait_for(lambda: status_running(xstored, 15), timeout=10, what="status after reset")
+    assert d.console_log().count("xenbus: connected") == 2
+
+
+def test_bad_config_is_refused_and_process_keeps_serving(xstored, domains):
+    d = domains(16, name="typo", workload="memroy=1")
+    d.spawn(check=False)
+    assert d.result.returncode == 1
+    assert "error=EINVAL" in d.result.stdout and "vm_create" in d.result.stdout
+    assert d.info()["state"] == "CREATED"
+    r = d.ctl("pause", check=False)
+    assert "error=ENODEV" in r.stdout and "not created yet" in r.stdout
+    d.destroy()
+
+
+def test_sigterm_destroys_and_cleans_up(xstored, domains):
+    d = domains(17, name="term").spawn()
+    os.kill(d.pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(d.pid), timeout=10, what="exit on SIGTERM")
+    for f in ("ipc", "console", "state", "events"):
+        assert not os.path.exists(os.path.join(d.rundir, "dom-17.%s" % f))
