@@ -217,14 +217,14 @@ static void ws_setup(const struct hvm_start_info *si)
 		page_fill(i);
 }
 
-static void xs_start(void)
+/* Returns 1 once connected: name read, status written, watch set.  Retried by the
+ * main loop until xstored answers and the toolstack has written our nodes. */
+static int xs_start(void)
 {
 	char name[128];
-	xs_init(opt.xs_gfn);
-	if (xs_read("name", name, sizeof(name)) < 0) {
-		con_puts("xstguest: xenstore read name failed\n");
-		return;
-	}
+	if (xs_read("name", name, sizeof(name)) < 0)
+		return 0;
+	xs_connected();
 	con_puts("xstguest: name=");
 	con_puts(name);
 	con_puts("\n");
@@ -232,6 +232,7 @@ static void xs_start(void)
 		con_puts("xstguest: xenstore write data/status failed\n");
 	if (xs_watch("control/shutdown", "ctl") < 0)
 		con_puts("xstguest: xenstore watch control/shutdown failed\n");
+	return 1;
 }
 
 static void xs_check_shutdown(void)
@@ -265,8 +266,10 @@ void user_main(struct hvm_start_info *si)
 	}
 	parse_cmdline((const char *)si->cmdline_paddr);
 	ws_setup(si);
+	int xs_up = 0;
+	uint64_t xs_retry = 0;
 	if (opt.xs)
-		xs_start();
+		xs_init(opt.xs_gfn);
 	con_puts("xstguest: ready pages=");
 	con_putu(npages);
 	con_puts("\n");
@@ -306,11 +309,17 @@ void user_main(struct hvm_start_info *si)
 				poweroff(0);
 			}
 		}
-		if (opt.xs)
+		if (opt.xs && xs_up)
 			xs_check_shutdown();
+		else if (opt.xs && now >= xs_retry) {
+			xs_up = xs_start();
+			xs_retry = now_ns() + 100000000;
+		}
 		uint64_t wake = opt.tick_ms ? next_tick : now + 1000000000;
 		if (opt.rate && npages && wake > now + 1000000)
 			wake = now + 1000000;
+		if (opt.xs && !xs_up && wake > xs_retry)
+			wake = xs_retry;
 		if (wake > now)
 			sleep_ns(wake - now);
 	}

@@ -27,8 +27,14 @@ static struct xs_iface *ring;
 static uint32_t next_id = 1;
 static int pending_event;
 static char msgbuf[4096 + 1];
+static uint64_t timeout_ns = 20000000; /* until connected: do not stall the workload */
 
 #define mb() __asm__ volatile("mfence" ::: "memory")
+
+void xs_connected(void)
+{
+	timeout_ns = 1000000000ull;
+}
 
 void xs_init(uint64_t gfn)
 {
@@ -40,10 +46,14 @@ static void kick(void)
 	port_out(PORT_XST_XS_KICK, 1);
 }
 
-static void ring_put(const void *data, uint32_t len)
+/* -1 if the server does not make room in time (not serving us yet). */
+static int ring_put(const void *data, uint32_t len)
 {
 	const char *p = data;
+	uint64_t deadline = now_ns() + timeout_ns;
 	while (len) {
+		if (now_ns() > deadline)
+			return -1;
 		uint32_t prod = ring->req_prod, cons = ring->req_cons;
 		mb();
 		uint32_t space = XS_RING - (prod - cons);
@@ -61,12 +71,14 @@ static void ring_put(const void *data, uint32_t len)
 		len -= n;
 		kick();
 	}
+	return 0;
 }
 
 static void ring_get(void *data, uint32_t len)
 {
 	char *p = data;
-	while (len) {
+	uint64_t deadline = now_ns() + 1000000000ull;
+	while (len && now_ns() < deadline) {
 		uint32_t prod = ring->rsp_prod, cons = ring->rsp_cons;
 		mb();
 		uint32_t avail = prod - cons;
@@ -85,25 +97,51 @@ static void ring_get(void *data, uint32_t len)
 	}
 }
 
-/* Reads one whole message into msgbuf (NUL-terminated). */
+/* Reads one whole message into msgbuf (NUL-terminated); -1 if it stalls or is bad. */
 static int recv_msg(struct xs_hdr *h)
 {
+	memset(h, 0, sizeof(*h));
 	ring_get(h, sizeof(*h));
-	if (h->len > 4096)
+	if (h->len > 4096 || (!h->type && !h->len))
 		return -1;
 	ring_get(msgbuf, h->len);
 	msgbuf[h->len] = 0;
 	return 0;
 }
 
+static int send_req(const struct xs_hdr *h, const char *a, size_t alen, const char *b,
+		    size_t blen)
+{
+	if (ring_put(h, sizeof(*h)) < 0 || ring_put(a, (uint32_t)alen) < 0)
+		return -1;
+	return blen ? ring_put(b, (uint32_t)blen) : 0;
+}
+
+/*
+ * One request/reply.  xstored may not know this domain yet (the host introduces the ring
+ * after the guest started): then nothing answers, and the introduction resets all ring
+ * indexes to 0, dropping what we wrote.  So: resend when req_prod was reset under us,
+ * give up after the timeout (20 ms until connected, then 1 s) (-2), and skip replies to requests we gave up on (stale req_id).
+ */
 static int request(uint32_t type, const char *a, size_t alen, const char *b, size_t blen)
 {
 	struct xs_hdr h = { type, next_id++, 0, (uint32_t)(alen + blen) };
-	ring_put(&h, sizeof(h));
-	ring_put(a, (uint32_t)alen);
-	if (blen)
-		ring_put(b, (uint32_t)blen);
+	if (send_req(&h, a, alen, b, blen) < 0)
+		return -2;
+	uint32_t sent = ring->req_prod;
+	uint64_t deadline = now_ns() + timeout_ns;
 	for (;;) {
+		if (ring->rsp_prod == ring->rsp_cons) {
+			if (ring->req_prod != sent) { /* reset by an introduction */
+				if (send_req(&h, a, alen, b, blen) < 0)
+					return -2;
+				sent = ring->req_prod;
+			}
+			if (now_ns() > deadline)
+				return -2;
+			sleep_ns(1000000);
+			continue;
+		}
 		struct xs_hdr r;
 		if (recv_msg(&r) < 0)
 			return -1;
@@ -111,7 +149,9 @@ static int request(uint32_t type, const char *a, size_t alen, const char *b, siz
 			pending_event = 1;
 			continue;
 		}
-		if (r.type == XS_ERROR || r.req_id != h.req_id)
+		if (r.req_id != h.req_id)
+			continue; /* stale */
+		if (r.type == XS_ERROR)
 			return -1;
 		return (int)r.len;
 	}

@@ -60,12 +60,34 @@ def test_kvm_xenstore_ring_reboot_request(xstored):
         d.close()
 
 
-def test_kvm_xenstore_without_introduce_guest_waits(xstored):
-    """Negative control: without the ring handoff nothing answers the guest."""
+def test_kvm_xenstore_without_introduce_guest_keeps_running(xstored):
+    """Negative control: without the ring handoff nothing answers the guest; it keeps
+    retrying without stalling its workload."""
     setup_domain(xstored, DOMID, "lonely", perms=False)
     d = Drive("tick=100 xs=1", domid=DOMID)
     try:
-        lines = d.lines_for(1.0)
-        assert not [l for l in lines if "name=" in l or "COUNTER" in l], lines
+        lines = d.lines_for(1.5)
+        assert not [l for l in lines if "name=" in l], lines
+        assert len([l for l in lines if l.startswith("CON COUNTER")]) >= 10, lines
+        assert read(xstored, "/local/domain/%d/data/status" % DOMID) == "booting"
+    finally:
+        d.close()
+
+
+def test_kvm_xenstore_introduced_after_guest_started(xstored):
+    """The agent's order: the guest runs first, then the ring is introduced and the
+    domain's nodes are written; the guest's requests from before the introduction (which
+    resets the ring) are retried and it connects."""
+    d = Drive("tick=100 xs=1", domid=DOMID)
+    try:
+        d.counter(5)
+        time.sleep(0.5)
+        d.cmd("introduce %s %d" % (xstored.socket, DOMID))
+        base = setup_domain(xstored, DOMID, "late")
+        d.expect(r"^CON xstguest: name=late$", 10)
+        wait_for(lambda: read(xstored, base + "/data/status") == "running", 10,
+                 "data/status = running")
+        xstored.run("xenstore-write", base + "/control/shutdown", "poweroff")
+        d.expect(r"^EXIT shutdown poweroff$", 10)
     finally:
         d.close()
