@@ -10,7 +10,8 @@
  *              soft-reset | get-config | console-log | state-save | record |
  *              shutdown REASON | mem-target KIB | mem-max KIB | vcpus N |
  *              sched WEIGHT CAP | wait-event AFTER_SEQ TIMEOUT_MS | raw-garbage |
- *              introduce XSTORED_SOCKET GFN
+ *              introduce XSTORED_SOCKET GFN | checksum | migrate-local TO_DOMID
+ *   spawn --restoring: create for a restore (paused, waiting for pages and state)
  *
  * Exit status 0 on success; on an error reply it prints "error=<errno name> ..." and
  * exits 1.
@@ -52,9 +53,9 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static Xstdom__Reply *call(void *ctx, Xstdom__Request *req)
+static Xstdom__Reply *call_dom(void *ctx, unsigned int id, Xstdom__Request *req)
 {
-	char *url = talloc_asprintf(ctx, "ipc://%s/dom-%u.ipc", rundir, domid);
+	char *url = talloc_asprintf(ctx, "ipc://%s/dom-%u.ipc", rundir, id);
 	struct xst_rpc *r;
 	ProtobufCMessage *rep;
 	Xstdom__Reply *reply;
@@ -73,6 +74,11 @@ static Xstdom__Reply *call(void *ctx, Xstdom__Request *req)
 		exit(1);
 	}
 	return reply;
+}
+
+static Xstdom__Reply *call(void *ctx, Xstdom__Request *req)
+{
+	return call_dom(ctx, domid, req);
 }
 
 static const char *state_name(int s)
@@ -153,7 +159,10 @@ static int cmd_spawn(void *ctx, int argc, char **argv)
 	cfg.vcpus_max = cfg.vcpus_online = 1;
 	for (i = 0; i < argc; i++) {
 		char *v = strchr(argv[i], '=');
-		if (!strcmp(argv[i], "--paused")) {
+		if (!strcmp(argv[i], "--restoring")) {
+			cr.has_restoring = true;
+			cr.restoring = true;
+		} else if (!strcmp(argv[i], "--paused")) {
 			cfg.has_start_paused = true;
 			cfg.start_paused = true;
 		} else if (!strcmp(argv[i], "--core") && i + 1 < argc) {
@@ -393,6 +402,136 @@ static int cmd_record(void *ctx)
 	return 0;
 }
 
+/* ---- memory: checksum and a local migration through the save/restore hooks ------- */
+
+#define CHUNK 256u
+
+static Xstdom__Pages *pages_read(void *ctx, unsigned int id, uint64_t gfn, uint32_t count)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__PageRange pr = XSTDOM__PAGE_RANGE__INIT;
+
+	pr.first_gfn = gfn;
+	pr.count = count;
+	req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
+	req.read_pages = &pr;
+	return call_dom(ctx, id, &req)->pages;
+}
+
+static void pages_write(void *ctx, unsigned int id, uint64_t gfn, const Xstdom__Pages *p)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__WritePages wp = XSTDOM__WRITE_PAGES__INIT;
+
+	wp.first_gfn = gfn;
+	wp.data = p->data;
+	req.body_case = XSTDOM__REQUEST__BODY_WRITE_PAGES;
+	req.write_pages = &wp;
+	call_dom(ctx, id, &req);
+}
+
+static uint64_t ram_pages(void *ctx, unsigned int id)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+
+	req.body_case = XSTDOM__REQUEST__BODY_INFO;
+	req.info = &e;
+	return call_dom(ctx, id, &req)->info->mem_max_kib / 4;
+}
+
+/* FNV-1a over every page but the last (the xenstore ring, which xstored writes). */
+static int cmd_checksum(void *ctx)
+{
+	uint64_t n = ram_pages(ctx, domid) - 1, gfn, h = 0xcbf29ce484222325ull;
+	size_t i;
+
+	for (gfn = 0; gfn < n; gfn += CHUNK) {
+		void *tmp = talloc_new(ctx);
+		uint32_t count = n - gfn < CHUNK ? n - gfn : CHUNK;
+		Xstdom__Pages *p = pages_read(tmp, domid, gfn, count);
+
+		for (i = 0; i < p->data.len; i++)
+			h = (h ^ p->data.data[i]) * 0x100000001b3ull;
+		talloc_free(tmp);
+	}
+	printf("pages=%llu\nchecksum=%016llx\n", (unsigned long long)n, (unsigned long long)h);
+	return 0;
+}
+
+static uint64_t copy_range(void *ctx, unsigned int to, uint64_t gfn, uint32_t count)
+{
+	void *tmp = talloc_new(ctx);
+
+	pages_write(tmp, to, gfn, pages_read(tmp, domid, gfn, count));
+	talloc_free(tmp);
+	return count;
+}
+
+/* Copy the pages set in the dirty bitmap of `domid` to `to`; returns how many. */
+static uint64_t copy_dirty(void *ctx, unsigned int to)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	void *tmp = talloc_new(ctx);
+	Xstdom__Dirty *dy;
+	uint64_t gfn, copied = 0;
+
+	req.body_case = XSTDOM__REQUEST__BODY_DIRTY_FETCH;
+	req.dirty_fetch = &e;
+	dy = call_dom(tmp, domid, &req)->dirty;
+	for (gfn = 0; gfn < dy->npages && gfn / 8 < dy->bitmap.len; gfn++)
+		if (dy->bitmap.data[gfn / 8] & (1u << (gfn % 8)))
+			copied += copy_range(tmp, to, gfn, 1);
+	talloc_free(tmp);
+	return copied;
+}
+
+/* Pre-copy migration of `domid` into the (restoring, paused) domain `to`: full copy
+ * with the dirty log on, up to 5 rounds of dirty pages, then pause, last round, state. */
+static int cmd_migrate_local(void *ctx, int argc, char **argv)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__DirtyLog dl = XSTDOM__DIRTY_LOG__INIT;
+	Xstdom__Reply *rep;
+	unsigned int to, round;
+	uint64_t n, gfn, total = 0, last = 0;
+
+	if (argc != 1)
+		die("usage: migrate-local TO_DOMID");
+	to = strtoul(argv[0], NULL, 10);
+	n = ram_pages(ctx, domid);
+	if (ram_pages(ctx, to) != n)
+		die("memory sizes differ");
+	dl.enable = true;
+	req.body_case = XSTDOM__REQUEST__BODY_DIRTY_LOG;
+	req.dirty_log = &dl;
+	call(ctx, &req);
+	for (gfn = 0; gfn < n; gfn += CHUNK)
+		total += copy_range(ctx, to, gfn, n - gfn < CHUNK ? n - gfn : CHUNK);
+	for (round = 0; round < 5; round++) {
+		last = copy_dirty(ctx, to);
+		total += last;
+		if (last < 16)
+			break;
+	}
+	req.body_case = XSTDOM__REQUEST__BODY_PAUSE;
+	req.pause = &e;
+	call(ctx, &req);
+	last = copy_dirty(ctx, to);
+	total += last;
+	req.body_case = XSTDOM__REQUEST__BODY_STATE_SAVE;
+	req.state_save = &e;
+	rep = call(ctx, &req);
+	req.body_case = XSTDOM__REQUEST__BODY_STATE_LOAD;
+	req.state_load = rep->state;
+	call_dom(ctx, to, &req);
+	printf("pages_copied=%llu\nrounds=%u\nlast_round_pages=%llu\n",
+	       (unsigned long long)total, round + 1, (unsigned long long)last);
+	return 0;
+}
+
 /* INTRODUCE without fds: for a known domain xstored resets its ring (soft reset). */
 static int cmd_introduce(void *ctx, int argc, char **argv)
 {
@@ -463,6 +602,10 @@ int main(int argc, char **argv)
 		ret = cmd_spawn(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "record"))
 		ret = cmd_record(ctx);
+	else if (!strcmp(cmd, "checksum"))
+		ret = cmd_checksum(ctx);
+	else if (!strcmp(cmd, "migrate-local"))
+		ret = cmd_migrate_local(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "introduce"))
 		ret = cmd_introduce(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "raw-garbage"))
