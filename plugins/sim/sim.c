@@ -54,7 +54,7 @@ static int sim_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
 	if (ret < 0)
 		goto out;
 	s->npages = bytes / XST_PAGE_SIZE;
-	if (s->npages < 2 || cfg->mem_max_kib > (1ull << 40)) {
+	if (s->npages < 2 || cfg->mem_max_kib > (1ull << 30)) { /* 1 TiB */
 		ret = -EINVAL;
 		goto out;
 	}
