@@ -16,13 +16,16 @@
 #define DOMID_MAX 65536
 
 static struct domain **domains;
+static void *domain_ctx;
 
 int domain_init(void)
 {
-	domains = talloc_zero_array(NULL, struct domain *, DOMID_MAX); /* freed last */
-	if (!domains)
+	/* calloc: untouched zero pages cost no RSS (talloc_zero would write them). */
+	domains = calloc(DOMID_MAX, sizeof(*domains));
+	domain_ctx = talloc_named_const(NULL, 0, "domains"); /* freed last */
+	if (!domains || !domain_ctx)
 		return -ENOMEM;
-	struct domain *d0 = talloc_zero(domains, struct domain);
+	struct domain *d0 = talloc_zero(domain_ctx, struct domain);
 	if (!d0)
 		return -ENOMEM;
 	d0->target = -1;
@@ -32,7 +35,9 @@ int domain_init(void)
 
 void domain_free_all(void)
 {
-	talloc_free(domains);
+	talloc_free(domain_ctx);
+	domain_ctx = NULL;
+	free(domains);
 	domains = NULL;
 }
 
@@ -50,7 +55,7 @@ static struct domain *domain_acct(unsigned int domid)
 		return NULL;
 	d = domains[domid];
 	if (!d) {
-		d = talloc_zero(domains, struct domain);
+		d = talloc_zero(domain_ctx, struct domain);
 		if (!d)
 			return NULL;
 		d->domid = (uint16_t)domid;
@@ -165,12 +170,12 @@ static void change_owner(struct node *n, unsigned int domid)
 {
 	for (uint32_t i = 0; i < n->nkids; i++) {
 		struct node *k = n->kids[i];
-		if (k->nperms && node_perms(k)[0].domid == domid) {
+		if (k->nperms && node_perms(k)[0].domid == domid) { /* k may move: */
 			struct xs_perm *p = talloc_memdup(NULL, node_perms(k),
 							  k->nperms * sizeof(*p));
 			if (p) {
 				p[0].domid = (uint16_t)(opts.priv_domid >= 0 ? opts.priv_domid : 0);
-				node_set(k, NULL, 0, p, k->nperms);
+				node_set(&k, NULL, 0, p, k->nperms);
 				talloc_free(p);
 			}
 		}

@@ -1,19 +1,25 @@
 /* The committed tree.
  *
- * Design: the store is held compactly because xstored is expected to keep ~100k
- * nodes in well under the C daemon's RSS.  A node is one malloc'd record (struct +
- * name) plus one malloc'd "data" block holding its permissions followed by its value;
- * children are an ordered pointer array (creation order, as DIRECTORY must return).
- * Lookup by (parent, name) goes through one global open-addressing hash table
- * (linear probing, backward-shift deletion) so paths resolve in O(depth) and a
- * directory of 10,000 children costs nothing extra.  talloc is not used per node:
- * its ~100 byte header per chunk would double the footprint; the tree as a whole is
+ * Design: the store is held compactly (target: 100k nodes of 32-byte values in less
+ * RSS than C xenstored).  A node is ONE malloc'd record: a 40-byte header, its
+ * permissions, its NUL-terminated name and its value.  Children are an ordered
+ * pointer array (creation order, as DIRECTORY returns them) whose capacity is the
+ * next power of two, so no capacity field is stored.  Lookup by (parent, name) uses
+ * one global open-addressing hash table (linear probing, backward-shift deletion,
+ * load <= 0.8) keyed on the parent's stable id, so paths resolve in O(depth) and a
+ * directory of 10,000 children costs nothing extra.
+ *
+ * A record is rewritten in place when the new data fits its allocation, else it
+ * moves (realloc): node_set() then fixes the parent's child slot, the hash slot and
+ * the children's parent pointers and hands back the new address.  talloc is not
+ * used per node: its ~100 byte chunk header would double the footprint; the tree is
  * owned by this module and freed by node_tree_free().
  *
  * Every modification sets the node's generation to ++store_gen; transactions compare
- * generations to detect conflicts (transaction.c). Node ownership (perms[0].domid)
+ * generations to detect conflicts (transaction.c).  Node ownership (perms[0].domid)
  * is charged to that domain's node and memory counters (domain_charge). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <talloc.h>
@@ -26,10 +32,11 @@ static struct node *root;
 static struct node **table;
 static size_t table_size; /* power of two */
 static size_t table_used;
+static uint32_t next_id;
 
-static size_t hash_of(const struct node *parent, const char *name, size_t len)
+static size_t hash_of(uint32_t parent_id, const char *name, size_t len)
 {
-	uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)parent;
+	uint64_t h = 1469598103934665603ULL ^ ((uint64_t)parent_id * 0x9E3779B97F4A7C15ULL);
 
 	for (size_t i = 0; i < len; i++) {
 		h ^= (unsigned char)name[i];
@@ -39,14 +46,18 @@ static size_t hash_of(const struct node *parent, const char *name, size_t len)
 	return (size_t)h;
 }
 
-static int table_insert_raw(struct node **t, size_t size, struct node *n)
+static size_t node_hash(const struct node *n)
 {
-	size_t i = hash_of(n->parent, n->name, n->namelen) & (size - 1);
+	return hash_of(n->parent->id, node_name(n), n->namelen);
+}
+
+static void table_insert_raw(struct node **t, size_t size, struct node *n)
+{
+	size_t i = node_hash(n) & (size - 1);
 
 	while (t[i])
 		i = (i + 1) & (size - 1);
 	t[i] = n;
-	return 0;
 }
 
 static int table_grow(void)
@@ -67,7 +78,7 @@ static int table_grow(void)
 
 static int table_add(struct node *n)
 {
-	if ((table_used + 1) * 2 > table_size) {
+	if ((table_used + 1) * 5 > table_size * 4) {
 		int ret = table_grow();
 		if (ret < 0)
 			return ret;
@@ -77,23 +88,33 @@ static int table_add(struct node *n)
 	return 0;
 }
 
-static void table_del(struct node *n)
+static size_t table_slot(const struct node *n)
 {
 	size_t mask = table_size - 1;
-	size_t i = hash_of(n->parent, n->name, n->namelen) & mask;
+	size_t i = node_hash(n) & mask;
 
 	while (table[i] != n) {
 		if (!table[i])
-			return;
+			return SIZE_MAX;
 		i = (i + 1) & mask;
 	}
+	return i;
+}
+
+static void table_del(struct node *n)
+{
+	size_t mask = table_size - 1;
+	size_t i = table_slot(n);
+
+	if (i == SIZE_MAX)
+		return;
 	/* Backward-shift deletion keeps probe chains intact. */
 	size_t j = i;
 	for (;;) {
 		j = (j + 1) & mask;
 		if (!table[j])
 			break;
-		size_t k = hash_of(table[j]->parent, table[j]->name, table[j]->namelen) & mask;
+		size_t k = node_hash(table[j]) & mask;
 		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
 			table[i] = table[j];
 			i = j;
@@ -106,11 +127,11 @@ static void table_del(struct node *n)
 struct node *node_child(const struct node *parent, const char *name, size_t len)
 {
 	size_t mask = table_size - 1;
-	size_t i = hash_of(parent, name, len) & mask;
+	size_t i = hash_of(parent->id, name, len) & mask;
 
 	while (table[i]) {
 		struct node *n = table[i];
-		if (n->parent == parent && n->namelen == len && memcmp(n->name, name, len) == 0)
+		if (n->parent == parent && n->namelen == len && memcmp(node_name(n), name, len) == 0)
 			return n;
 		i = (i + 1) & mask;
 	}
@@ -159,40 +180,33 @@ static void charge(const struct node *n, int sign)
 		domain_charge(node_perms(n)[0].domid, sign, sign * (long)node_mem(n));
 }
 
-static char *data_new(const struct xs_perm *perms, unsigned int nperms, const void *val,
-		      uint32_t vlen)
+static size_t record_size(unsigned int nperms, size_t namelen, size_t vlen)
 {
-	size_t plen = nperms * sizeof(struct xs_perm);
-	char *d = malloc(plen + vlen ? plen + vlen : 1);
-
-	if (!d)
-		return NULL;
-	memcpy(d, perms, plen);
-	if (vlen)
-		memcpy(d + plen, val, vlen);
-	return d;
+	return sizeof(struct node) + nperms * sizeof(struct xs_perm) + namelen + 1 + vlen;
 }
 
-static struct node *node_alloc(struct node *parent, const char *name, size_t namelen,
-			       const struct xs_perm *perms, unsigned int nperms, const void *val,
-			       uint32_t vlen)
+/* Lays out perms, name, value in n->data (name may alias the old layout: memmove). */
+static void fill(struct node *n, const struct xs_perm *perms, unsigned int nperms,
+		 const char *name, size_t namelen, const void *val, uint32_t vlen)
 {
-	struct node *n = calloc(1, sizeof(*n) + namelen + 1);
+	char *d = n->data;
 
-	if (!n)
-		return NULL;
-	n->data = data_new(perms, nperms, val, vlen);
-	if (!n->data) {
-		free(n);
-		return NULL;
-	}
-	n->parent = parent;
+	memmove(d + nperms * sizeof(*perms), name, namelen);
+	d[nperms * sizeof(*perms) + namelen] = '\0';
+	memmove(d, perms, nperms * sizeof(*perms));
+	if (vlen)
+		memmove(d + nperms * sizeof(*perms) + namelen + 1, val, vlen);
 	n->nperms = (uint16_t)nperms;
-	n->vlen = vlen;
 	n->namelen = (uint16_t)namelen;
-	memcpy(n->name, name, namelen);
-	n->gen = ++store_gen;
-	return n;
+	n->vlen = vlen;
+}
+
+static uint32_t kids_cap(uint32_t n)
+{
+	uint32_t c = 2;
+	while (c < n)
+		c *= 2;
+	return n ? c : 0;
 }
 
 int node_create(struct node *parent, const char *name, size_t namelen,
@@ -201,21 +215,23 @@ int node_create(struct node *parent, const char *name, size_t namelen,
 {
 	struct node *n;
 
-	if (namelen > UINT16_MAX || nperms == 0)
+	if (namelen > UINT16_MAX || nperms == 0 || nperms > UINT16_MAX)
 		return -EINVAL;
-	if (parent->nkids == parent->kcap) {
-		uint32_t ncap = parent->kcap ? parent->kcap * 2 : 2;
-		struct node **nk = realloc(parent->kids, ncap * sizeof(*nk));
+	if (parent->nkids == kids_cap(parent->nkids)) {
+		struct node **nk = realloc(parent->kids, kids_cap(parent->nkids + 1) * sizeof(*nk));
 		if (!nk)
 			return -ENOMEM;
 		parent->kids = nk;
-		parent->kcap = ncap;
 	}
-	n = node_alloc(parent, name, namelen, perms, nperms, val, vlen);
+	n = malloc(record_size(nperms, namelen, vlen));
 	if (!n)
 		return -ENOMEM;
+	memset(n, 0, sizeof(*n));
+	n->parent = parent;
+	n->id = ++next_id;
+	fill(n, perms, nperms, name, namelen, val, vlen);
+	n->gen = ++store_gen;
 	if (table_add(n) < 0) {
-		free(n->data);
 		free(n);
 		return -ENOMEM;
 	}
@@ -227,10 +243,36 @@ int node_create(struct node *parent, const char *name, size_t namelen,
 	return 0;
 }
 
-int node_set(struct node *n, const void *val, uint32_t vlen, const struct xs_perm *perms,
+/* After a record moved from old to n: repoint everything that referenced it. */
+static void relink(struct node *old, struct node *n)
+{
+	if (n->parent) {
+		for (uint32_t i = 0; i < n->parent->nkids; i++) {
+			if (n->parent->kids[i] == old) {
+				n->parent->kids[i] = n;
+				break;
+			}
+		}
+		size_t mask = table_size - 1;
+		for (size_t i = node_hash(n) & mask; table[i]; i = (i + 1) & mask) {
+			if (table[i] == old) {
+				table[i] = n;
+				break;
+			}
+		}
+	} else {
+		root = n;
+	}
+	for (uint32_t i = 0; i < n->nkids; i++)
+		n->kids[i]->parent = n;
+}
+
+int node_set(struct node **np, const void *val, uint32_t vlen, const struct xs_perm *perms,
 	     unsigned int nperms)
 {
-	char *d;
+	struct node *n = *np;
+	size_t need, have = malloc_usable_size(n);
+	char *tmp = NULL;
 
 	if (!val) {
 		val = node_value(n);
@@ -240,16 +282,54 @@ int node_set(struct node *n, const void *val, uint32_t vlen, const struct xs_per
 		perms = node_perms(n);
 		nperms = n->nperms;
 	}
-	d = data_new(perms, nperms, val, vlen);
-	if (!d)
-		return -ENOMEM;
+	if (nperms == 0 || nperms > UINT16_MAX)
+		return -EINVAL;
+	need = record_size(nperms, n->namelen, vlen);
+	/* New data may point into the record itself (keep-value/keep-perms cases):
+	 * stage it when the layout moves. */
+	if ((const char *)val >= n->data && (const char *)val < (const char *)n + have) {
+		tmp = malloc(vlen ? vlen : 1);
+		if (!tmp)
+			return -ENOMEM;
+		memcpy(tmp, val, vlen);
+		val = tmp;
+	}
+	struct xs_perm pbuf[8], *pcopy = NULL;
+	if ((const char *)perms >= n->data && (const char *)perms < (const char *)n + have) {
+		pcopy = nperms <= 8 ? pbuf : malloc(nperms * sizeof(*pcopy));
+		if (!pcopy) {
+			free(tmp);
+			return -ENOMEM;
+		}
+		memcpy(pcopy, perms, nperms * sizeof(*pcopy));
+		perms = pcopy;
+	}
 	charge(n, -1);
-	free(n->data);
-	n->data = d;
-	n->vlen = vlen;
-	n->nperms = (uint16_t)nperms;
+	if (need > have || need + 64 < have) {
+		struct node *m = malloc(need);
+		if (!m) {
+			charge(n, 1);
+			if (pcopy != pbuf)
+				free(pcopy);
+			free(tmp);
+			return -ENOMEM;
+		}
+		memcpy(m, n, sizeof(*n));
+		memcpy(m->data + nperms * sizeof(struct xs_perm), node_name(n), n->namelen);
+		fill(m, perms, nperms, m->data + nperms * sizeof(struct xs_perm), n->namelen, val,
+		     vlen);
+		relink(n, m);
+		free(n);
+		n = m;
+	} else {
+		fill(n, perms, nperms, node_name(n), n->namelen, val, vlen);
+	}
+	if (pcopy != pbuf)
+		free(pcopy);
+	free(tmp);
 	n->gen = ++store_gen;
 	charge(n, 1);
+	*np = n;
 	return 0;
 }
 
@@ -260,7 +340,6 @@ static void free_subtree(struct node *n)
 	charge(n, -1);
 	table_del(n);
 	free(n->kids);
-	free(n->data);
 	free(n);
 }
 
@@ -276,6 +355,14 @@ void node_delete(struct node *n)
 			p->nkids--;
 			break;
 		}
+	}
+	if (p->nkids == 0) {
+		free(p->kids);
+		p->kids = NULL;
+	} else if (kids_cap(p->nkids) < kids_cap(p->nkids + 1)) {
+		struct node **nk = realloc(p->kids, kids_cap(p->nkids) * sizeof(*nk));
+		if (nk)
+			p->kids = nk;
 	}
 	p->gen = ++store_gen;
 	free_subtree(n);
@@ -319,7 +406,7 @@ char *node_path(void *ctx, const struct node *n)
 	*p = '\0';
 	for (const struct node *m = n; m->parent; m = m->parent) {
 		p -= m->namelen;
-		memcpy(p, m->name, m->namelen);
+		memcpy(p, node_name(m), m->namelen);
 		*--p = '/';
 	}
 	return buf;
@@ -338,9 +425,13 @@ int node_tree_init(void)
 
 	if (table_grow() < 0)
 		return -ENOMEM;
-	root = node_alloc(NULL, "", 0, &n0, 1, "", 0);
+	root = malloc(record_size(1, 0, 0));
 	if (!root)
 		return -ENOMEM;
+	memset(root, 0, sizeof(*root));
+	root->id = ++next_id;
+	fill(root, &n0, 1, "", 0, "", 0);
+	root->gen = ++store_gen;
 	charge(root, 1);
 	ret = node_create(root, "tool", 4, &n0, 1, "", 0, &tool);
 	if (ret == 0)
@@ -354,7 +445,6 @@ void node_tree_free(void)
 		for (uint32_t i = 0; i < root->nkids; i++)
 			free_subtree(root->kids[i]);
 		free(root->kids);
-		free(root->data);
 		free(root);
 		root = NULL;
 	}

@@ -58,13 +58,13 @@ static void test_generation_and_set(void **state)
 	g0 = a->gen;
 	gp = node_root()->gen;
 	assert_true(gp > g0 - 1);
-	assert_int_equal(node_set(a, "yy", 2, NULL, 0), 0);
+	assert_int_equal(node_set(&a, "yy", 2, NULL, 0), 0);
 	assert_true(a->gen > g0);
 	assert_int_equal(a->vlen, 2);
 	assert_memory_equal(node_value(a), "yy", 2);
 	/* perms change moves the accounting to the new owner */
 	struct xs_perm p5 = {.domid = 5, .bits = XS_PERM_READ};
-	assert_int_equal(node_set(a, NULL, 0, &p5, 1), 0);
+	assert_int_equal(node_set(&a, NULL, 0, &p5, 1), 0);
 	assert_int_equal(domain_get(5)->nodes, 1);
 	assert_memory_equal(node_value(a), "yy", 2);
 	node_delete(a);
@@ -85,8 +85,8 @@ static void test_path_and_reorder(void **state)
 	assert_string_equal(p, "/x/y1");
 	talloc_free(p);
 	node_reorder(x, names, 2);
-	assert_string_equal(x->kids[0]->name, "y2");
-	assert_string_equal(x->kids[1]->name, "y1");
+	assert_string_equal(node_name(x->kids[0]), "y2");
+	assert_string_equal(node_name(x->kids[1]), "y1");
 	node_delete(x);
 }
 

@@ -141,6 +141,10 @@ static int ring_destroy(struct ring_state *r)
 	if (r->page)
 		munmap(r->page, 4096);
 	if (r->kick_fd >= 0) {
+		/* The guest side holds the same eventfd: closing ours does not drop it
+		 * from the epoll set, so remove it explicitly. */
+		struct ev_source src = {.fd = r->kick_fd};
+		loop_del(&src);
 		close(r->kick_fd);
 	}
 	if (r->notify_fd >= 0)

@@ -87,7 +87,10 @@ static const struct conn_ops sock_ops = {
 
 static int sock_conn_destroy(struct sock_conn_state *s)
 {
-	close(s->fd); /* also drops it from the epoll set */
+	struct ev_source src = {.fd = s->fd};
+
+	loop_del(&src); /* explicit: a dup of the fd elsewhere would keep it polled */
+	close(s->fd);
 	return 0;
 }
 
@@ -101,12 +104,17 @@ static void sock_event(struct ev_source *src, uint32_t events)
 		conn_kill(c);
 		return;
 	}
-	if (events & EPOLLOUT)
-		conn_flush(c);
-	if ((events & EPOLLIN) && !c->dead)
+	if ((events & EPOLLIN) && !(events & EPOLLOUT))
 		conn_read_some(c);
+	/* Send replies at once: polling for EPOLLOUT only when the socket is full keeps
+	 * the request path at three syscalls (epoll_wait, recvmsg, send). */
 	if (!c->dead)
-		sock_done(c);
+		conn_flush(c);
+	if ((events & EPOLLIN) && (events & EPOLLOUT) && !c->dead) {
+		conn_read_some(c);
+		if (!c->dead)
+			conn_flush(c);
+	}
 }
 
 struct listener {

@@ -121,7 +121,7 @@ static int tget(struct conn *c, struct txn *t, const char *path, struct tnode **
 		if (!tn->perms || !tn->value || !tn->kids)
 			goto nomem;
 		for (uint32_t i = 0; i < g->nkids; i++) {
-			tn->kids[i] = talloc_strndup(tn->kids, g->kids[i]->name,
+			tn->kids[i] = talloc_strndup(tn->kids, node_name(g->kids[i]),
 						     g->kids[i]->namelen);
 			if (!tn->kids[i])
 				goto nomem;
@@ -186,7 +186,7 @@ unsigned int db_nkids(const struct nview *v)
 
 const char *db_kid(const struct nview *v, unsigned int i)
 {
-	return v->g ? v->g->kids[i]->name : v->t->kids[i];
+	return v->g ? node_name(v->g->kids[i]) : v->t->kids[i];
 }
 
 void db_event(struct conn *c, struct txn *t, const char *path, bool exact,
@@ -304,7 +304,7 @@ int db_update(struct conn *c, struct txn *t, const char *path, const void *val, 
 {
 	if (!t) {
 		struct node *g = node_lookup(path);
-		return g ? node_set(g, val, vlen, perms, nperms) : -ENOENT;
+		return g ? node_set(&g, val, vlen, perms, nperms) : -ENOENT;
 	}
 	struct tnode *tn;
 	int ret = tget(c, t, path, &tn);
@@ -326,7 +326,7 @@ static void fire_subtree(struct node *n, char *buf, size_t len, size_t cap)
 		if (len + 1 + k->namelen + 1 > cap)
 			continue;
 		buf[len] = '/';
-		memcpy(buf + len + 1, k->name, k->namelen + 1);
+		memcpy(buf + len + 1, node_name(k), k->namelen + 1);
 		fire_subtree(k, buf, len + 1 + k->namelen, cap);
 		watch_fire(buf, true, node_perms(k), k->nperms, k->gen);
 	}
@@ -520,7 +520,7 @@ static int txn_commit(struct conn *c, struct txn *t)
 			continue;
 		g = node_lookup(tn->path);
 		if (g) {
-			ret = node_set(g, tn->value, tn->vlen, tn->perms, tn->nperms);
+			ret = node_set(&g, tn->value, tn->vlen, tn->perms, tn->nperms);
 		} else {
 			void *tmp = talloc_new(NULL);
 			char *pp = path_parent(tmp, tn->path);

@@ -39,25 +39,32 @@ unsigned int perm_for_conn(const struct conn *c, const struct xs_perm *p, unsign
 			   uint64_t gen);
 
 /* ---- committed tree (node.c) ---- */
+/* One malloc'd record per node: this header, then perms, the NUL-terminated name
+ * and the value.  A record may move when its data grows (node_set), so pointers to
+ * a node are valid only until the next node_set() on it. */
 struct node {
 	struct node *parent;
-	struct node **kids;
-	uint32_t nkids, kcap;
+	struct node **kids; /* creation order; capacity: next power of two >= nkids */
 	uint64_t gen;
-	char *data;     /* nperms perms, then vlen value bytes (one allocation) */
+	uint32_t id;        /* stable across moves: the child hash is keyed on it */
+	uint32_t nkids;
 	uint32_t vlen;
 	uint16_t nperms;
 	uint16_t namelen;
-	char name[];    /* NUL-terminated component, "" for the root */
+	char data[];
 };
 
 static inline struct xs_perm *node_perms(const struct node *n)
 {
 	return (struct xs_perm *)n->data;
 }
-static inline char *node_value(const struct node *n)
+static inline const char *node_name(const struct node *n)
 {
 	return n->data + n->nperms * sizeof(struct xs_perm);
+}
+static inline char *node_value(const struct node *n)
+{
+	return (char *)n->data + n->nperms * sizeof(struct xs_perm) + n->namelen + 1;
 }
 
 extern uint64_t store_gen; /* bumped by every modification */
@@ -69,8 +76,9 @@ struct node *node_child(const struct node *parent, const char *name, size_t name
 int node_create(struct node *parent, const char *name, size_t namelen,
 		const struct xs_perm *perms, unsigned int nperms, const void *val, uint32_t vlen,
 		struct node **out);
-/* val == NULL keeps the value, perms == NULL keeps the perms.  Bumps gen. */
-int node_set(struct node *n, const void *val, uint32_t vlen, const struct xs_perm *perms,
+/* val == NULL keeps the value, perms == NULL keeps the perms.  Bumps gen.  *np is
+ * updated if the record moved. */
+int node_set(struct node **np, const void *val, uint32_t vlen, const struct xs_perm *perms,
 	     unsigned int nperms);
 void node_delete(struct node *n);
 /* Reorders n's children to the order of names (same set); bumps nothing. */
