@@ -401,6 +401,9 @@ int db_remove(struct conn *c, struct txn *t, const char *path)
 	uint64_t gen = tn->gen;
 	if (!perms)
 		return -ENOMEM;
+	/* In a transaction C xenstored queues the removed node's own event before its
+	 * descendants' (outside one, descendants fire first; see db_remove above). */
+	db_event(c, t, path, false, perms, np, gen);
 	ret = trm(c, t, tn, true);
 	if (ret == 0) {
 		const char *name = path_basename(path);
@@ -415,7 +418,6 @@ int db_remove(struct conn *c, struct txn *t, const char *path)
 		}
 		ptn->modified = true;
 		ptn->gen = store_gen + 1;
-		db_event(c, t, path, false, perms, np, gen);
 	} else {
 		t->failed = true;
 	}
@@ -555,7 +557,13 @@ static int txn_commit(struct conn *c, struct txn *t)
 	talloc_free(mod);
 events:
 	for (struct tevent *e = t->ehead; e; e = e->next) {
-		struct node *g = node_lookup(e->path);
+		struct tnode *tn = tfind(t, e->path);
+		struct node *g;
+
+		/* created and deleted again inside the transaction: no change to report */
+		if (tn && !tn->rec_exists && !tn->exists)
+			continue;
+		g = node_lookup(e->path);
 		if (g)
 			watch_fire(e->path, e->exact, node_perms(g), g->nperms, g->gen);
 		else

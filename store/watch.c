@@ -21,7 +21,10 @@ struct watch {
 	char *orig;  /* as the client sent it */
 	char *token;
 	size_t strip; /* bytes of home prefix to strip from events (relative watches) */
+	uint64_t seq; /* registration order: events fire in it, as in C xenstored */
 };
+
+static uint64_t watch_seq;
 
 static struct watch **wtable;
 static size_t wsize = 4096;
@@ -92,6 +95,7 @@ int watch_add(struct conn *c, const char *path, const char *orig, const char *to
 		w->strip = strlen(conn_home(c, home, sizeof(home))) + 1;
 	}
 	w->conn = c;
+	w->seq = ++watch_seq;
 	w->cnext = c->watches;
 	if (w->cnext)
 		w->cnext->cpprev = &w->cnext;
@@ -184,31 +188,67 @@ static bool may_see(struct conn *c, const char *path, const struct xs_perm *perm
 	return p && (perm_for_conn(c, node_perms(p), p->nperms, p->gen) & XS_PERM_READ);
 }
 
-static void fire_on(const char *key, size_t klen, const char *path, const struct xs_perm *perms,
-		    unsigned int nperms, uint64_t gen)
+/* Watches matching one change, collected so they fire in registration order. */
+struct matches {
+	struct watch *small[32];
+	struct watch **w;
+	size_t n, cap;
+};
+
+static void collect(struct matches *m, const char *key, size_t klen)
 {
 	for (struct watch *w = wtable[whash(key, klen)]; w; w = w->hnext) {
 		if (strlen(w->path) != klen || memcmp(w->path, key, klen) != 0 || w->conn->dead)
 			continue;
-		if (!may_see(w->conn, path, perms, nperms, gen))
-			continue;
-		deliver(w, path);
+		if (m->n == m->cap) {
+			size_t ncap = m->cap * 2;
+			struct watch **nw = talloc_array(NULL, struct watch *, ncap);
+			if (!nw)
+				return; /* out of memory: this event is lost for the rest */
+			memcpy(nw, m->w, m->n * sizeof(*nw));
+			if (m->w != m->small)
+				talloc_free(m->w);
+			m->w = nw;
+			m->cap = ncap;
+		}
+		m->w[m->n++] = w;
 	}
+}
+
+static int by_seq(const void *a, const void *b)
+{
+	const struct watch *x = *(struct watch *const *)a, *y = *(struct watch *const *)b;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void fire_matches(struct matches *m, const char *path, const struct xs_perm *perms,
+			 unsigned int nperms, uint64_t gen)
+{
+	if (m->n > 1)
+		qsort(m->w, m->n, sizeof(*m->w), by_seq);
+	for (size_t i = 0; i < m->n; i++)
+		if (may_see(m->w[i]->conn, path, perms, nperms, gen))
+			deliver(m->w[i], path);
+	if (m->w != m->small)
+		talloc_free(m->w);
 }
 
 void watch_fire(const char *path, bool exact, const struct xs_perm *perms, unsigned int nperms,
 		uint64_t gen)
 {
+	struct matches m = {.n = 0, .cap = 32};
 	size_t len = strlen(path);
 
+	m.w = m.small;
 	if (exact || path[0] == '@') {
-		fire_on(path, len, path, perms, nperms, gen);
-		return;
+		collect(&m, path, len);
+	} else {
+		collect(&m, "/", 1);
+		for (size_t i = 1; i <= len; i++)
+			if (path[i] == '/' || path[i] == '\0')
+				collect(&m, path, i);
 	}
-	fire_on("/", 1, path, perms, nperms, gen);
-	for (size_t i = 1; i <= len; i++)
-		if (path[i] == '/' || path[i] == '\0')
-			fire_on(path, i, path, perms, nperms, gen);
+	fire_matches(&m, path, perms, nperms, gen);
 }
 
 void watch_fire_special(const char *name)
@@ -218,7 +258,7 @@ void watch_fire_special(const char *name)
 
 	if (special_get_perms(name, &p, &n) < 0)
 		return;
-	fire_on(name, strlen(name), name, p, n, store_gen);
+	watch_fire(name, true, p, n, store_gen);
 }
 
 int special_get_perms(const char *name, const struct xs_perm **p, unsigned int *n)
