@@ -100,3 +100,35 @@ def test_ten_thousand_concurrent_connections(xstored):
         for s in socks:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_valgrind_clean_after_workload(tmp_path):
+    import shutil
+    from conftest import XEN_BIN
+    vg = shutil.which("valgrind")
+    if not vg:
+        pytest.skip("valgrind is not installed (.ci/install-deps installs it)")
+    if "san" in XSTORED.split("/"):
+        pytest.skip("the ASan build cannot run under valgrind")
+    sock = str(tmp_path / "s")
+    p = subprocess.Popen([vg, "--leak-check=full", "--show-leak-kinds=all", "--error-exitcode=9",
+                          XSTORED, "--socket", sock, "-N", "-T", str(tmp_path / "trace")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(sock), timeout=30, what="xstored under valgrind")
+        env = dict(os.environ, XENSTORED_PATH=sock)
+        r = subprocess.run([str(XEN_BIN / "test-xenstore"), "-i", "2"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        c = SockConn(sock)
+        c.call("WATCH", "/v", "t")
+        tx = int(c.call("TRANSACTION_START", "").rstrip(b"\0"))
+        c.write("/v/a", "1", tx=tx)  # left open: freed with the connection at exit
+        c.write("/v/b", "2")
+        c.sock.sendall(pack("WRITE", b"/v/partial\0value")[:20])  # a partial request
+        time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-3000:]
+    assert "All heap blocks were freed -- no leaks are possible" in err, err[-3000:]

@@ -245,3 +245,34 @@ def test_control_commands(conn, xstored, tmp_path):
         assert r.returncode == 0 and r.stdout == HELP_417 + "\n"  # the client adds one
         r = control(xstored, "live-update", "/bin/true")
         assert r.returncode == 3 and "not supported" in r.stdout + r.stderr
+
+
+def test_events_fire_in_watch_registration_order(conn, xstored):
+    w = SockConn(xstored.socket)
+    for p, t in (("/o", "t1"), ("/o/a/b", "t2"), ("/", "t3"), ("/o/a", "t4")):
+        w.call("WATCH", p, t)
+        w.next_event()
+    conn.write("/o/a/b/c", "")
+    got = [w.next_event()[1] for _ in range(4)]
+    assert got == [b"t1", b"t2", b"t3", b"t4"]  # as C xenstored: not path order
+    w.close()
+
+
+def test_transaction_event_order_and_net_changes(conn, xstored):
+    w = SockConn(xstored.socket)
+    conn.write("/f/x/y", "")
+    w.call("WATCH", "/f", "t")
+    w.next_event()
+    w.call("WATCH", "/f/x/y", "ty")
+    w.next_event()
+    tx = int(conn.call("TRANSACTION_START", "").rstrip(b"\0"))
+    conn.write("/f/p1", "", tx=tx)
+    conn.write("/f/tmp", "", tx=tx)
+    conn.call("RM", "/f/tmp", tx=tx)  # created and removed inside: no event
+    conn.call("RM", "/f/x", tx=tx)
+    conn.call("TRANSACTION_END", "T", tx=tx)
+    got = [w.next_event() for _ in range(3)]
+    # C xenstored's order: a removed node's own event precedes its descendants'
+    assert got == [(b"/f/p1", b"t"), (b"/f/x", b"t"), (b"/f/x/y", b"ty")]
+    w.no_event()
+    w.close()
