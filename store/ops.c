@@ -374,12 +374,20 @@ int do_set_perms(struct req *r)
 		    (size_t)quotas[Q_NODE_SIZE].hard)
 			return -ENOSPC;
 	}
+	struct xs_perm *oldp = talloc_memdup(r->ctx, v.perms, v.nperms * sizeof(*oldp));
+	unsigned int nold = v.nperms;
+	if (!oldp)
+		return -ENOMEM;
 	ret = db_update(r->conn, r->txn, path, NULL, 0, perms, nperms);
 	if (ret < 0)
 		return ret;
 	ret = db_get(r->conn, r->txn, path, &v);
-	if (ret == 0 && v.exists)
-		db_event(r->conn, r->txn, path, false, v.perms, v.nperms, v.gen);
+	if (ret == 0 && v.exists) {
+		if (r->txn)
+			db_event(r->conn, r->txn, path, false, v.perms, v.nperms, v.gen);
+		else
+			watch_fire_acl_change(path, v.perms, v.nperms, oldp, nold, v.gen);
+	}
 	return reply_ok(r);
 }
 

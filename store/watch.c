@@ -26,6 +26,8 @@ struct watch {
 
 static uint64_t watch_seq;
 
+#define MAX_QUEUED_EVENTS 1024
+
 static struct watch **wtable;
 static size_t wsize = 4096;
 
@@ -158,6 +160,14 @@ static void deliver(struct watch *w, const char *epath)
 	memcpy(buf + pl, w->token, tl);
 	if (epath[0] != '@' && event_queued(w->conn, buf, pl + tl))
 		return;
+	/* A guest that does not drain its ring cannot make us queue without bound
+	 * (C xenstored times such events out after 20 s; oxenstored caps at 1024). */
+	if (!w->conn->privileged && w->conn->out_count >= MAX_QUEUED_EVENTS) {
+		if (trace_on())
+			trace_printf("connection %u: event queue full, %s dropped\n", w->conn->id,
+				     epath);
+		return;
+	}
 	conn_queue(w->conn, XS_WATCH_EVENT, 0, 0, buf, pl + tl, true);
 }
 
@@ -221,13 +231,18 @@ static int by_seq(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* SET_PERMS: readers under the old ACL see the event too (spec §5.3). */
+static const struct xs_perm *old_perms;
+static unsigned int old_nperms;
+
 static void fire_matches(struct matches *m, const char *path, const struct xs_perm *perms,
 			 unsigned int nperms, uint64_t gen)
 {
 	if (m->n > 1)
 		qsort(m->w, m->n, sizeof(*m->w), by_seq);
 	for (size_t i = 0; i < m->n; i++)
-		if (may_see(m->w[i]->conn, path, perms, nperms, gen))
+		if (may_see(m->w[i]->conn, path, perms, nperms, gen) ||
+		    (old_perms && may_see(m->w[i]->conn, path, old_perms, old_nperms, gen)))
 			deliver(m->w[i], path);
 	if (m->w != m->small)
 		talloc_free(m->w);
@@ -249,6 +264,16 @@ void watch_fire(const char *path, bool exact, const struct xs_perm *perms, unsig
 				collect(&m, path, i);
 	}
 	fire_matches(&m, path, perms, nperms, gen);
+}
+
+void watch_fire_acl_change(const char *path, const struct xs_perm *perms, unsigned int nperms,
+			   const struct xs_perm *oldp, unsigned int nold, uint64_t gen)
+{
+	old_perms = oldp;
+	old_nperms = nold;
+	watch_fire(path, false, perms, nperms, gen);
+	old_perms = NULL;
+	old_nperms = 0;
 }
 
 void watch_fire_special(const char *name)

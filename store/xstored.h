@@ -142,6 +142,9 @@ unsigned int watch_count(const struct conn *c);
 void watch_fire(const char *path, bool exact, const struct xs_perm *perms, unsigned int nperms,
 		uint64_t gen);
 void watch_fire_special(const char *name);
+/* A SET_PERMS change: watchers that may read under either ACL get the event. */
+void watch_fire_acl_change(const char *path, const struct xs_perm *perms, unsigned int nperms,
+			   const struct xs_perm *oldp, unsigned int nold, uint64_t gen);
 /* ACL of @introduceDomain/@releaseDomain. */
 int special_get_perms(const char *name, const struct xs_perm **p, unsigned int *n);
 int special_set_perms(const char *name, const struct xs_perm *p, unsigned int n);

@@ -171,3 +171,19 @@ def test_ring_quotas(quota_daemon):
     assert "watches         :        3\n" in q
     ring.close()
     priv.close()
+
+
+def test_set_perms_event_reaches_readers_of_old_acl(guest):
+    priv, ring = guest
+    priv.write("/acl", "x")
+    priv.call("SET_PERMS", "/acl", "n0", "r5")
+    ring.call("WATCH", "/acl", "t")
+    assert ring.next_event() == (b"/acl", b"t")
+    priv.write("/acl", "y")
+    assert ring.next_event() == (b"/acl", b"t")
+    # access revoked: the change of ACL is still reported (old ACL allowed reading)
+    priv.call("SET_PERMS", "/acl", "n0")
+    assert ring.next_event() == (b"/acl", b"t")
+    # from now on nothing
+    priv.write("/acl", "z")
+    ring.no_event()
