@@ -34,13 +34,26 @@ struct console {
 	char log[DOM_CONSOLE_LOG];
 	size_t head;   /* next write position */
 	size_t used;
+	/* A client is closed only by the console thread (which polls the fds); a guest
+	 * thread that finds it stuck shuts it down and marks it dead. */
 	int clients[DOM_CONSOLE_CLIENTS];
+	bool dead[DOM_CONSOLE_CLIENTS];
 };
 
-static void client_drop_locked(struct console *c, unsigned int i)
+/* Any thread: stop writing to client i and make the console thread reap it. */
+static void client_kill_locked(struct console *c, unsigned int i)
+{
+	if (!c->dead[i])
+		shutdown(c->clients[i], SHUT_RDWR);
+	c->dead[i] = true;
+}
+
+/* Console thread only. */
+static void client_close_locked(struct console *c, unsigned int i)
 {
 	close(c->clients[i]);
 	c->clients[i] = -1;
+	c->dead[i] = false;
 }
 
 /* Write all of buf or report failure: the socket is non-blocking. */
@@ -78,8 +91,8 @@ void console_output(void *opaque, const char *buf, size_t len)
 	}
 	c->used = c->used + len > DOM_CONSOLE_LOG ? DOM_CONSOLE_LOG : c->used + len;
 	for (i = 0; i < DOM_CONSOLE_CLIENTS; i++)
-		if (c->clients[i] >= 0 && !write_all(c->clients[i], buf, len))
-			client_drop_locked(c, i);
+		if (c->clients[i] >= 0 && !c->dead[i] && !write_all(c->clients[i], buf, len))
+			client_kill_locked(c, i);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -176,8 +189,7 @@ static void *console_thread(void *arg)
 				continue;
 			if (r <= 0) {
 				pthread_mutex_lock(&c->lock);
-				if (c->clients[i] == fds[i])
-					client_drop_locked(c, i);
+				client_close_locked(c, i);
 				pthread_mutex_unlock(&c->lock);
 				continue;
 			}

@@ -10,7 +10,8 @@
  *              soft-reset | get-config | console-log | state-save | record |
  *              shutdown REASON | mem-target KIB | mem-max KIB | vcpus N |
  *              sched WEIGHT CAP | wait-event AFTER_SEQ TIMEOUT_MS | raw-garbage |
- *              introduce XSTORED_SOCKET GFN | checksum | migrate-local TO_DOMID
+ *              introduce XSTORED_SOCKET GFN | checksum | migrate-local TO_DOMID |
+ *              subscribe SECONDS
  *   spawn --restoring: create for a restore (paused, waiting for pages and state)
  *
  * Exit status 0 on success; on an error reply it prints "error=<errno name> ..." and
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <talloc.h>
@@ -532,6 +534,44 @@ static int cmd_migrate_local(void *ctx, int argc, char **argv)
 	return 0;
 }
 
+/* Print events from the domain's events channel for `seconds` (pub/sub). */
+static int cmd_subscribe(void *ctx, int argc, char **argv)
+{
+	char *url = talloc_asprintf(ctx, "ipc://%s/dom-%u.events", rundir, domid);
+	struct xst_rpc *sub;
+	time_t end;
+	int ret;
+
+	if (argc != 1)
+		die("usage: subscribe SECONDS");
+	end = time(NULL) + atoi(argv[0]);
+	ret = xst_rpc_subscribe(ctx, url, &sub);
+	if (ret < 0)
+		die("%s: %s", url, strerror(-ret));
+	printf("subscribed\n");
+	fflush(stdout);
+	while (time(NULL) < end) {
+		ProtobufCMessage *m;
+		Xstdom__Event *e;
+		uint8_t *buf;
+		size_t len;
+
+		ret = xst_rpc_event_recv(sub, 200, ctx, &buf, &len);
+		if (ret == -ETIMEDOUT)
+			continue;
+		if (ret < 0)
+			die("receive: %s", strerror(-ret));
+		if (xst_rpc_unpack(&xstdom__event__descriptor, buf, len, ctx, &m) < 0)
+			die("event does not unpack");
+		e = (Xstdom__Event *)m;
+		printf("event seq=%llu kind=%s reason=%s detail=%s\n", (unsigned long long)e->seq,
+		       kind_name(e->kind), e->has_reason ? reason_name(e->reason) : "-",
+		       e->detail ? e->detail : "");
+		fflush(stdout);
+	}
+	return 0;
+}
+
 /* INTRODUCE without fds: for a known domain xstored resets its ring (soft reset). */
 static int cmd_introduce(void *ctx, int argc, char **argv)
 {
@@ -606,6 +646,8 @@ int main(int argc, char **argv)
 		ret = cmd_checksum(ctx);
 	else if (!strcmp(cmd, "migrate-local"))
 		ret = cmd_migrate_local(ctx, argc - optind, argv + optind);
+	else if (!strcmp(cmd, "subscribe"))
+		ret = cmd_subscribe(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "introduce"))
 		ret = cmd_introduce(ctx, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "raw-garbage"))

@@ -3,12 +3,14 @@ guest's xenbus client over the shared ring page handed over with SCM_RIGHTS, Deb
 xenstore clients as the toolstack, and the control protocol of docs/domain-process.md."""
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
 
 from conftest import wait_for
-from core_util import Domain, console_connect, recv_until, pid_alive, parse_kv
+from core_util import Domain, console_connect, domctl_path, recv_until, pid_alive, parse_kv
 
 
 @pytest.fixture
@@ -251,3 +253,63 @@ def test_local_migration_moves_real_bytes(xstored, domains):
     wait_for(lambda: parse_kv(b.ctl("checksum").stdout)["checksum"] != sum_a,
              what="destination dirtying memory")
     a.destroy()
+
+
+def test_events_channel_publishes(xstored, domains):
+    d = domains(22, name="pub").spawn()
+    sub = subprocess.Popen([domctl_path(), "--rundir", d.rundir, "--domid", "22",
+                            "subscribe", "5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sub.stdout.readline().strip() == "subscribed"
+        time.sleep(0.3)  # let the subscription reach the publisher
+        d.ctl("pause")
+        d.ctl("shutdown", "WATCHDOG")
+        lines = [sub.stdout.readline().strip() for _ in range(2)]
+    finally:
+        sub.kill()
+        sub.wait()
+    assert "seq=1 kind=EV_PAUSED" in lines[0]
+    assert "seq=2 kind=EV_SHUTDOWN reason=WATCHDOG" in lines[1]
+
+
+def test_console_log_is_bounded_and_slow_clients_do_not_stall(xstored, domains):
+    d = domains(23, name="chatty", workload="console=10ms").spawn()
+    stuck = console_connect(os.path.join(d.rundir, "dom-23.console"))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+    writer = console_connect(os.path.join(d.rundir, "dom-23.console"))
+    writer.setblocking(False)
+    blob = b"".join(b"line %06d of console input\n" % i for i in range(5000))  # 140 KB
+    sent, echoed = 0, b""
+    end = time.monotonic() + 20
+    # a well-behaved client: keeps reading (the echo comes back to it) while writing
+    while b"line 004999" not in echoed and time.monotonic() < end:
+        if sent < len(blob):
+            try:
+                sent += writer.send(blob[sent:sent + 4096])
+            except BlockingIOError:
+                pass
+        try:
+            while True:
+                chunk = writer.recv(65536)
+                assert chunk, "the console dropped a client that reads"
+                echoed += chunk
+        except BlockingIOError:
+            time.sleep(0.001)
+    assert b"line 004999" in echoed
+    log = d.console_log()
+    assert len(log.encode()) == 65536  # the last 64 KiB only
+    assert "line 000000 " not in log and "line 004999" in log
+    t1 = ticks(log)[-1]
+    wait_for(lambda: ticks(d.console_log())[-1] > t1 + 5,
+             what="ticks after a client stopped reading")
+    # the one that never read was dropped rather than stalling the guest
+    stuck.settimeout(5)
+    data = b""
+    while True:
+        chunk = stuck.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert len(data) < len(blob)
+    stuck.close()
+    writer.close()
