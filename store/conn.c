@@ -147,8 +147,8 @@ const char *conn_home(const struct conn *c, char *buf, size_t cap)
 	return buf;
 }
 
-int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id,
-	       const void *payload, size_t len, bool is_event)
+int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id, const void *payload,
+	       size_t len, bool is_event)
 {
 	struct outmsg *m;
 	struct xs_hdr h = {.type = type, .req_id = req_id, .tx_id = tx_id, .len = (uint32_t)len};

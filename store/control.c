@@ -10,17 +10,16 @@
 
 #define MAX_ARGS 5
 
-static const char help_text[] =
-	"check\t\n"
-	"log\ton|off\n"
-	"live-update\t[-c <cmdline>] [-F] [-t <timeout>] <file>\n"
-	"    Default timeout is 60 seconds.\n"
-	"logfile\t<file>\n"
-	"memreport\t[<file>]\n"
-	"print\t<string>\n"
-	"quota\t[set <name> <val>|<domid>]\n"
-	"quota-soft\t[set <name> <val>]\n"
-	"help\t\n";
+static const char help_text[] = "check\t\n"
+				"log\ton|off\n"
+				"live-update\t[-c <cmdline>] [-F] [-t <timeout>] <file>\n"
+				"    Default timeout is 60 seconds.\n"
+				"logfile\t<file>\n"
+				"memreport\t[<file>]\n"
+				"print\t<string>\n"
+				"quota\t[set <name> <val>|<domid>]\n"
+				"quota-soft\t[set <name> <val>]\n"
+				"help\t\n";
 
 static int ctl_check(struct req *r, const char **a, unsigned int n)
 {
@@ -102,8 +101,8 @@ static int quota_report(struct req *r, bool soft)
 	for (int i = 0; i < Q_COUNT && s; i++) {
 		if (soft && !quotas[i].soft)
 			continue;
-		const char *lvl = i == Q_MEMORY ? (soft ? " (warning level)" : " (error level)")
-						: "";
+		const char *lvl =
+		    i == Q_MEMORY ? (soft ? " (warning level)" : " (error level)") : "";
 		s = talloc_asprintf_append(s, "%-17s: %8d %s%s\n", quotas[i].name,
 					   soft ? quotas[i].soft : quotas[i].hard, quotas[i].descr,
 					   lvl);
@@ -183,15 +182,15 @@ static const struct {
 	const char *name;
 	int (*fn)(struct req *r, const char **a, unsigned int n);
 } ctls[] = {
-	{"check", ctl_check},
-	{"log", ctl_log},
-	{"live-update", ctl_live_update},
-	{"logfile", ctl_logfile},
-	{"memreport", ctl_memreport},
-	{"print", ctl_print},
-	{"quota", ctl_quota},
-	{"quota-soft", ctl_quota_soft},
-	{"help", ctl_help},
+    {"check", ctl_check},
+    {"log", ctl_log},
+    {"live-update", ctl_live_update},
+    {"logfile", ctl_logfile},
+    {"memreport", ctl_memreport},
+    {"print", ctl_print},
+    {"quota", ctl_quota},
+    {"quota-soft", ctl_quota_soft},
+    {"help", ctl_help},
 };
 
 int do_control(struct req *r)

@@ -12,36 +12,36 @@
 
 #include "store/xstored.h"
 
-#define F_PRIV 0x1  /* privileged connections only */
-#define F_NOTX 0x2  /* tx_id ignored */
+#define F_PRIV 0x1 /* privileged connections only */
+#define F_NOTX 0x2 /* tx_id ignored */
 
 static const struct {
 	const char *name;
 	int (*fn)(struct req *r);
 	unsigned int flags;
 } msgs[XS_TYPE_COUNT] = {
-	[XS_CONTROL] = {"CONTROL", do_control, F_PRIV},
-	[XS_DIRECTORY] = {"DIRECTORY", do_directory, 0},
-	[XS_READ] = {"READ", do_read, 0},
-	[XS_GET_PERMS] = {"GET_PERMS", do_get_perms, 0},
-	[XS_WATCH] = {"WATCH", do_watch, F_NOTX},
-	[XS_UNWATCH] = {"UNWATCH", do_unwatch, F_NOTX},
-	[XS_TRANSACTION_START] = {"TRANSACTION_START", do_txn_start, 0},
-	[XS_TRANSACTION_END] = {"TRANSACTION_END", do_txn_end, 0},
-	[XS_INTRODUCE] = {"INTRODUCE", do_introduce, F_PRIV},
-	[XS_RELEASE] = {"RELEASE", do_release, F_PRIV},
-	[XS_GET_DOMAIN_PATH] = {"GET_DOMAIN_PATH", do_get_domain_path, 0},
-	[XS_WRITE] = {"WRITE", do_write, 0},
-	[XS_MKDIR] = {"MKDIR", do_mkdir, 0},
-	[XS_RM] = {"RM", do_rm, 0},
-	[XS_SET_PERMS] = {"SET_PERMS", do_set_perms, 0},
-	[XS_WATCH_EVENT] = {"WATCH_EVENT", NULL, 0},
-	[XS_ERROR] = {"ERROR", NULL, 0},
-	[XS_IS_DOMAIN_INTRODUCED] = {"IS_DOMAIN_INTRODUCED", do_is_domain_introduced, F_PRIV},
-	[XS_RESUME] = {"RESUME", do_resume, F_PRIV},
-	[XS_SET_TARGET] = {"SET_TARGET", do_set_target, F_PRIV},
-	[XS_RESET_WATCHES] = {"RESET_WATCHES", do_reset_watches, 0},
-	[XS_DIRECTORY_PART] = {"DIRECTORY_PART", do_directory_part, 0},
+    [XS_CONTROL] = {"CONTROL", do_control, F_PRIV},
+    [XS_DIRECTORY] = {"DIRECTORY", do_directory, 0},
+    [XS_READ] = {"READ", do_read, 0},
+    [XS_GET_PERMS] = {"GET_PERMS", do_get_perms, 0},
+    [XS_WATCH] = {"WATCH", do_watch, F_NOTX},
+    [XS_UNWATCH] = {"UNWATCH", do_unwatch, F_NOTX},
+    [XS_TRANSACTION_START] = {"TRANSACTION_START", do_txn_start, 0},
+    [XS_TRANSACTION_END] = {"TRANSACTION_END", do_txn_end, 0},
+    [XS_INTRODUCE] = {"INTRODUCE", do_introduce, F_PRIV},
+    [XS_RELEASE] = {"RELEASE", do_release, F_PRIV},
+    [XS_GET_DOMAIN_PATH] = {"GET_DOMAIN_PATH", do_get_domain_path, 0},
+    [XS_WRITE] = {"WRITE", do_write, 0},
+    [XS_MKDIR] = {"MKDIR", do_mkdir, 0},
+    [XS_RM] = {"RM", do_rm, 0},
+    [XS_SET_PERMS] = {"SET_PERMS", do_set_perms, 0},
+    [XS_WATCH_EVENT] = {"WATCH_EVENT", NULL, 0},
+    [XS_ERROR] = {"ERROR", NULL, 0},
+    [XS_IS_DOMAIN_INTRODUCED] = {"IS_DOMAIN_INTRODUCED", do_is_domain_introduced, F_PRIV},
+    [XS_RESUME] = {"RESUME", do_resume, F_PRIV},
+    [XS_SET_TARGET] = {"SET_TARGET", do_set_target, F_PRIV},
+    [XS_RESET_WATCHES] = {"RESET_WATCHES", do_reset_watches, 0},
+    [XS_DIRECTORY_PART] = {"DIRECTORY_PART", do_directory_part, 0},
 };
 
 const char *msg_name(uint32_t type)
@@ -95,8 +95,8 @@ unsigned int req_strings(const struct req *r, const char **v, unsigned int n)
 
 const char *req_onearg(const struct req *r)
 {
-	if (r->len == 0 || r->data[r->len - 1] != '\0' || memchr(r->data, '\0', r->len) !=
-								 r->data + r->len - 1)
+	if (r->len == 0 || r->data[r->len - 1] != '\0' ||
+	    memchr(r->data, '\0', r->len) != r->data + r->len - 1)
 		return NULL;
 	return r->data;
 }

@@ -171,8 +171,8 @@ static void change_owner(struct node *n, unsigned int domid)
 	for (uint32_t i = 0; i < n->nkids; i++) {
 		struct node *k = n->kids[i];
 		if (k->nperms && node_perms(k)[0].domid == domid) { /* k may move: */
-			struct xs_perm *p = talloc_memdup(NULL, node_perms(k),
-							  k->nperms * sizeof(*p));
+			struct xs_perm *p =
+			    talloc_memdup(NULL, node_perms(k), k->nperms * sizeof(*p));
 			if (p) {
 				p[0].domid = (uint16_t)(opts.priv_domid >= 0 ? opts.priv_domid : 0);
 				node_set(&k, NULL, 0, p, k->nperms);
@@ -236,8 +236,8 @@ int do_is_domain_introduced(struct req *r)
 	if (ret < 0)
 		return ret;
 	d = domain_get(domid);
-	return reply_str(r, domid == XS_DOMID_SELF || domid == 0 || (d && d->introduced) ? "T"
-											   : "F");
+	return reply_str(r,
+			 domid == XS_DOMID_SELF || domid == 0 || (d && d->introduced) ? "T" : "F");
 }
 
 int do_get_domain_path(struct req *r)

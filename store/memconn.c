@@ -36,10 +36,10 @@ static void mem_done(struct conn *c)
 }
 
 static const struct conn_ops mem_ops = {
-	.name = "memory",
-	.read = mem_read,
-	.write = mem_write,
-	.done = mem_done,
+    .name = "memory",
+    .read = mem_read,
+    .write = mem_write,
+    .done = mem_done,
 };
 
 struct conn *memconn_new(void *ctx, bool privileged, uint16_t domid)

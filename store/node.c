@@ -131,7 +131,8 @@ struct node *node_child(const struct node *parent, const char *name, size_t len)
 
 	while (table[i]) {
 		struct node *n = table[i];
-		if (n->parent == parent && n->namelen == len && memcmp(node_name(n), name, len) == 0)
+		if (n->parent == parent && n->namelen == len &&
+		    memcmp(node_name(n), name, len) == 0)
 			return n;
 		i = (i + 1) & mask;
 	}
@@ -186,8 +187,8 @@ static size_t record_size(unsigned int nperms, size_t namelen, size_t vlen)
 }
 
 /* Lays out perms, name, value in n->data (name may alias the old layout: memmove). */
-static void fill(struct node *n, const struct xs_perm *perms, unsigned int nperms,
-		 const char *name, size_t namelen, const void *val, uint32_t vlen)
+static void fill(struct node *n, const struct xs_perm *perms, unsigned int nperms, const char *name,
+		 size_t namelen, const void *val, uint32_t vlen)
 {
 	char *d = n->data;
 
@@ -209,9 +210,8 @@ static uint32_t kids_cap(uint32_t n)
 	return n ? c : 0;
 }
 
-int node_create(struct node *parent, const char *name, size_t namelen,
-		const struct xs_perm *perms, unsigned int nperms, const void *val, uint32_t vlen,
-		struct node **out)
+int node_create(struct node *parent, const char *name, size_t namelen, const struct xs_perm *perms,
+		unsigned int nperms, const void *val, uint32_t vlen, struct node **out)
 {
 	struct node *n;
 

@@ -93,12 +93,11 @@ static void test_path_and_reorder(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_initial_tree, store_setup, store_teardown),
-		cmocka_unit_test_setup_teardown(test_many_children_order_and_delete, store_setup,
-						store_teardown),
-		cmocka_unit_test_setup_teardown(test_generation_and_set, store_setup,
-						store_teardown),
-		cmocka_unit_test_setup_teardown(test_path_and_reorder, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_initial_tree, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_many_children_order_and_delete, store_setup,
+					    store_teardown),
+	    cmocka_unit_test_setup_teardown(test_generation_and_set, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_path_and_reorder, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,14 +31,13 @@ static int hide(struct req *r, const char *path, int err, unsigned int mode)
 			return ret;
 		if (v.exists)
 			return (perm_for_conn(r->conn, v.perms, v.nperms, v.gen) & mode) ? err
-											   : -EACCES;
+											 : -EACCES;
 	}
 	return err;
 }
 
 /* Canonical path + view, with the access check and error hiding. */
-static int get_node(struct req *r, const char *in, unsigned int mode, char **path,
-		    struct nview *v)
+static int get_node(struct req *r, const char *in, unsigned int mode, char **path, struct nview *v)
 {
 	int ret = path_canon(r->conn, in, false, r->ctx, path);
 
@@ -156,9 +155,8 @@ int do_write(struct req *r)
 	if (v.exists) {
 		if (!(perm_for_conn(r->conn, v.perms, v.nperms, v.gen) & XS_PERM_WRITE))
 			return hide(r, path, -EACCES, XS_PERM_WRITE);
-		if (!r->conn->privileged &&
-		    node_record_size(v.nperms, vlen, kids_len(&v)) >=
-			    (size_t)quotas[Q_NODE_SIZE].hard)
+		if (!r->conn->privileged && node_record_size(v.nperms, vlen, kids_len(&v)) >=
+						(size_t)quotas[Q_NODE_SIZE].hard)
 			return -ENOSPC;
 		ret = db_update(r->conn, r->txn, path, val, vlen, NULL, 0);
 	} else {

@@ -67,8 +67,8 @@ static void test_parent_basename_depth(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_canon, store_setup, store_teardown),
-		cmocka_unit_test(test_parent_basename_depth),
+	    cmocka_unit_test_setup_teardown(test_canon, store_setup, store_teardown),
+	    cmocka_unit_test(test_parent_basename_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,11 +26,20 @@ int perms_parse(void *ctx, const char *s, size_t len, unsigned int count, struct
 		if (l == (size_t)(end - s) || l < 2)
 			goto inval;
 		switch (s[0]) {
-		case 'n': p[i].bits = XS_PERM_NONE; break;
-		case 'r': p[i].bits = XS_PERM_READ; break;
-		case 'w': p[i].bits = XS_PERM_WRITE; break;
-		case 'b': p[i].bits = XS_PERM_READ | XS_PERM_WRITE; break;
-		default: goto inval;
+		case 'n':
+			p[i].bits = XS_PERM_NONE;
+			break;
+		case 'r':
+			p[i].bits = XS_PERM_READ;
+			break;
+		case 'w':
+			p[i].bits = XS_PERM_WRITE;
+			break;
+		case 'b':
+			p[i].bits = XS_PERM_READ | XS_PERM_WRITE;
+			break;
+		default:
+			goto inval;
 		}
 		d = strtol(s + 1, &e, 0);
 		if (*e != '\0' || d < 0 || d > UINT16_MAX)

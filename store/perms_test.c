@@ -62,8 +62,8 @@ static void test_perm_for_conn(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_format),
-		cmocka_unit_test_setup_teardown(test_perm_for_conn, store_setup, store_teardown),
+	    cmocka_unit_test(test_parse_format),
+	    cmocka_unit_test_setup_teardown(test_perm_for_conn, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

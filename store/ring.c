@@ -99,10 +99,10 @@ static void ring_done(struct conn *c)
 }
 
 static const struct conn_ops ring_ops = {
-	.name = "ring",
-	.read = ring_read,
-	.write = ring_write,
-	.done = ring_done,
+    .name = "ring",
+    .read = ring_read,
+    .write = ring_write,
+    .done = ring_done,
 };
 
 static void ring_event(struct ev_source *src, uint32_t events)
@@ -192,8 +192,8 @@ int ring_attach(struct conn **out, unsigned int domid, uint64_t gfn, const int f
 	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], (off_t)(gfn * 4096));
 	if (page == MAP_FAILED) {
 		int err = errno;
-		log_err("introduce domain %u: mmap of gfn %llu: %s", domid,
-			(unsigned long long)gfn, strerror(err));
+		log_err("introduce domain %u: mmap of gfn %llu: %s", domid, (unsigned long long)gfn,
+			strerror(err));
 		talloc_free(c);
 		return -EINVAL;
 	}

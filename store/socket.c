@@ -19,7 +19,7 @@
 
 struct sock_conn_state {
 	uint32_t events; /* currently registered */
-	int fd;          /* closed with the connection */
+	int fd;		 /* closed with the connection */
 };
 
 static ssize_t sock_read(struct conn *c, void *buf, size_t len)
@@ -79,10 +79,10 @@ static void sock_done(struct conn *c)
 }
 
 static const struct conn_ops sock_ops = {
-	.name = "socket",
-	.read = sock_read,
-	.write = sock_write,
-	.done = sock_done,
+    .name = "socket",
+    .read = sock_read,
+    .write = sock_write,
+    .done = sock_done,
 };
 
 static int sock_conn_destroy(struct sock_conn_state *s)

@@ -3,12 +3,14 @@
 #ifndef XST_STORE_TEST_UTIL_H
 #define XST_STORE_TEST_UTIL_H
 
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
 #include <string.h>
 #include <talloc.h>
+
+/* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
 #include "store/xstored.h"
@@ -42,8 +44,8 @@ struct reply {
 
 /* Sends one request on c; fills r with the first non-event message of the output.
  * Returns the number of watch events seen before it. */
-static inline int xreq(struct conn *c, uint32_t type, uint32_t tx, const void *payload,
-		       size_t len, struct reply *r)
+static inline int xreq(struct conn *c, uint32_t type, uint32_t tx, const void *payload, size_t len,
+		       struct reply *r)
 {
 	char buf[sizeof(struct xs_hdr) + XS_PAYLOAD_MAX];
 	struct xs_hdr h = {.type = type, .req_id = 7, .tx_id = tx, .len = (uint32_t)len};

@@ -60,7 +60,7 @@ static void stamp(char *buf, size_t cap)
 void trace_msg(const char *dir, const struct conn *c, const struct xs_hdr *h, const char *payload)
 {
 	char ts[96];
-	const char *name = h->type == XS_ERROR         ? "ERROR"
+	const char *name = h->type == XS_ERROR	       ? "ERROR"
 			   : h->type == XS_WATCH_EVENT ? "WATCH_EVENT"
 						       : msg_name(h->type);
 

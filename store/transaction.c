@@ -121,8 +121,8 @@ static int tget(struct conn *c, struct txn *t, const char *path, struct tnode **
 		if (!tn->perms || !tn->value || !tn->kids)
 			goto nomem;
 		for (uint32_t i = 0; i < g->nkids; i++) {
-			tn->kids[i] = talloc_strndup(tn->kids, node_name(g->kids[i]),
-						     g->kids[i]->namelen);
+			tn->kids[i] =
+			    talloc_strndup(tn->kids, node_name(g->kids[i]), g->kids[i]->namelen);
 			if (!tn->kids[i])
 				goto nomem;
 		}
@@ -258,9 +258,9 @@ int db_create(struct conn *c, struct txn *t, const char *path, const struct xs_p
 		goto out;
 	if (!t) {
 		struct node *parent = node_lookup(ppath);
-		ret = parent ? node_create(parent, name, strlen(name), perms, nperms, val, vlen,
-					   NULL)
-			     : -ENOENT;
+		ret = parent
+			  ? node_create(parent, name, strlen(name), perms, nperms, val, vlen, NULL)
+			  : -ENOENT;
 		goto out;
 	}
 	struct tnode *ptn, *tn;

@@ -176,15 +176,13 @@ static void test_garbage_never_crashes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_commit_and_conflict, store_setup,
-						store_teardown),
-		cmocka_unit_test_setup_teardown(test_transaction_ids_and_errors, store_setup,
-						store_teardown),
-		cmocka_unit_test_setup_teardown(test_watch_events, store_setup, store_teardown),
-		cmocka_unit_test_setup_teardown(test_unprivileged_quotas, store_setup,
-						store_teardown),
-		cmocka_unit_test_setup_teardown(test_garbage_never_crashes, store_setup,
-						store_teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_and_conflict, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_transaction_ids_and_errors, store_setup,
+					    store_teardown),
+	    cmocka_unit_test_setup_teardown(test_watch_events, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_unprivileged_quotas, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_never_crashes, store_setup,
+					    store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

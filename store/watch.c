@@ -17,8 +17,8 @@ struct watch {
 	struct watch *cnext, **cpprev;
 	struct watch *hnext, **hpprev;
 	struct conn *conn;
-	char *path;  /* canonical */
-	char *orig;  /* as the client sent it */
+	char *path; /* canonical */
+	char *orig; /* as the client sent it */
 	char *token;
 	size_t strip; /* bytes of home prefix to strip from events (relative watches) */
 	uint64_t seq; /* registration order: events fire in it, as in C xenstored */

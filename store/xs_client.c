@@ -289,8 +289,7 @@ int xs_client_read(struct xs_client *c, uint32_t tx, const char *path, void *ctx
 	return xs_client_request(c, XS_READ, tx, path, strlen(path) + 1, NULL, 0, ctx, val, len);
 }
 
-int xs_client_write(struct xs_client *c, uint32_t tx, const char *path, const void *val,
-		    size_t len)
+int xs_client_write(struct xs_client *c, uint32_t tx, const char *path, const void *val, size_t len)
 {
 	size_t plen = strlen(path) + 1;
 	char *buf;
@@ -392,9 +391,10 @@ int xs_client_directory(struct xs_client *c, uint32_t tx, const char *path, void
 				gen = talloc_strdup(c, body);
 			size_t clen = rlen - glen - 1;
 			char *chunk = body + glen + 1;
-			bool done = clen == 0 || (clen >= 2 && chunk[clen - 1] == '\0' &&
-						  chunk[clen - 2] == '\0') ||
-				    (clen == 1 && chunk[0] == '\0');
+			bool done =
+			    clen == 0 ||
+			    (clen >= 2 && chunk[clen - 1] == '\0' && chunk[clen - 2] == '\0') ||
+			    (clen == 1 && chunk[0] == '\0');
 			if (done)
 				clen--; /* drop the list terminator */
 			acc = talloc_realloc_size(c, acc, acc_len + clen + 1);
@@ -479,8 +479,7 @@ int xs_client_unwatch(struct xs_client *c, const char *path, const char *token)
 	return simple(c, XS_UNWATCH, 0, args, 2);
 }
 
-int xs_client_next_event(struct xs_client *c, int timeout_ms, void *ctx, char **path,
-			 char **token)
+int xs_client_next_event(struct xs_client *c, int timeout_ms, void *ctx, char **path, char **token)
 {
 	int64_t deadline = -1;
 	int ret;

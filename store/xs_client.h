@@ -35,8 +35,7 @@ int xs_client_txn_end(struct xs_client *c, uint32_t tx, bool commit);
 int xs_client_watch(struct xs_client *c, const char *path, const char *token);
 int xs_client_unwatch(struct xs_client *c, const char *path, const char *token);
 /* Waits up to timeout_ms (-1 forever) for a watch event; -ETIMEDOUT if none came. */
-int xs_client_next_event(struct xs_client *c, int timeout_ms, void *ctx, char **path,
-			 char **token);
+int xs_client_next_event(struct xs_client *c, int timeout_ms, void *ctx, char **path, char **token);
 /* fds: NULL, or {mem_fd, kick_fd, notify_fd} passed with SCM_RIGHTS (ring transport). */
 int xs_client_introduce(struct xs_client *c, uint32_t domid, uint64_t gfn, uint32_t evtchn,
 			const int fds[3]);

@@ -12,21 +12,21 @@
 
 #include "store/xs_client.h"
 
-#define CHECK(expr)                                                                   \
-	do {                                                                          \
-		int rc_ = (expr);                                                     \
-		if (rc_ != 0) {                                                       \
-			fprintf(stderr, "%s:%d: %s = %d (%s)\n", __FILE__, __LINE__, \
-				#expr, rc_, rc_ < 0 ? strerror(-rc_) : "");          \
-			exit(1);                                                      \
-		}                                                                     \
+#define CHECK(expr)                                                                                \
+	do {                                                                                       \
+		int rc_ = (expr);                                                                  \
+		if (rc_ != 0) {                                                                    \
+			fprintf(stderr, "%s:%d: %s = %d (%s)\n", __FILE__, __LINE__, #expr, rc_,   \
+				rc_ < 0 ? strerror(-rc_) : "");                                    \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
-#define EXPECT(cond)                                                                      \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-			exit(1);                                                          \
-		}                                                                         \
+#define EXPECT(cond)                                                                               \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);        \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 int main(int argc, char **argv)

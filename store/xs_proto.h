@@ -64,12 +64,10 @@ static const struct {
 	int err;
 	const char *name;
 } xs_errors[] = {
-	{EINVAL, "EINVAL"},   {EACCES, "EACCES"}, {EEXIST, "EEXIST"},
-	{EISDIR, "EISDIR"},   {ENOENT, "ENOENT"}, {ENOMEM, "ENOMEM"},
-	{ENOSPC, "ENOSPC"},   {EIO, "EIO"},       {ENOTEMPTY, "ENOTEMPTY"},
-	{ENOSYS, "ENOSYS"},   {EROFS, "EROFS"},   {EBUSY, "EBUSY"},
-	{EAGAIN, "EAGAIN"},   {EISCONN, "EISCONN"}, {E2BIG, "E2BIG"},
-	{EPERM, "EPERM"},
+    {EINVAL, "EINVAL"},	      {EACCES, "EACCES"},   {EEXIST, "EEXIST"}, {EISDIR, "EISDIR"},
+    {ENOENT, "ENOENT"},	      {ENOMEM, "ENOMEM"},   {ENOSPC, "ENOSPC"}, {EIO, "EIO"},
+    {ENOTEMPTY, "ENOTEMPTY"}, {ENOSYS, "ENOSYS"},   {EROFS, "EROFS"},	{EBUSY, "EBUSY"},
+    {EAGAIN, "EAGAIN"},	      {EISCONN, "EISCONN"}, {E2BIG, "E2BIG"},	{EPERM, "EPERM"},
 };
 
 /* Wire name of a positive errno; anything unknown is sent as EINVAL. */

@@ -31,28 +31,29 @@ static void signal_event(struct ev_source *src, uint32_t events)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: xstored [options]\n"
-		"  --socket PATH            listen on PATH (default $XENSTORED_PATH, else\n"
-		"                           $XENSTORED_RUNDIR/socket, else /var/run/xenstored/socket)\n"
-		"  -N, --no-fork            stay in the foreground\n"
-		"  -F, --pid-file FILE      write the daemon's pid to FILE\n"
-		"  -P, --output-pid         print the pid on stdout\n"
-		"  -T, --trace-file FILE    trace every message to FILE\n"
-		"  -E, --entry-nb N         nodes per domain quota\n"
-		"  -W, --watch-nb N         watches per domain quota\n"
-		"  -t, --transaction N      transactions per domain quota\n"
-		"  -S, --entry-size N       max node size\n"
-		"  -M, --path-max N         max path length (at most 2048)\n"
-		"  -A, --perm-nb N          max permissions per node\n"
-		"  -Q, --quota NAME=VAL     set a quota (nodes, watches, transactions, outstanding,\n"
-		"                           transaction-nodes, memory, node-size, path-max,\n"
-		"                           permissions)\n"
-		"  -q, --quota-soft NAME=VAL  set a soft quota (memory)\n"
-		"  -p, --priv-domid ID      domain treated as privileged\n"
-		"  -K, --keep-orphans       keep nodes of released domains (owned by priv domid)\n"
-		"  -D, -R, -I, -V, -e, -m, -w  accepted for compatibility\n"
-		"  -h, --help               this text\n");
+	fprintf(
+	    f,
+	    "Usage: xstored [options]\n"
+	    "  --socket PATH            listen on PATH (default $XENSTORED_PATH, else\n"
+	    "                           $XENSTORED_RUNDIR/socket, else /var/run/xenstored/socket)\n"
+	    "  -N, --no-fork            stay in the foreground\n"
+	    "  -F, --pid-file FILE      write the daemon's pid to FILE\n"
+	    "  -P, --output-pid         print the pid on stdout\n"
+	    "  -T, --trace-file FILE    trace every message to FILE\n"
+	    "  -E, --entry-nb N         nodes per domain quota\n"
+	    "  -W, --watch-nb N         watches per domain quota\n"
+	    "  -t, --transaction N      transactions per domain quota\n"
+	    "  -S, --entry-size N       max node size\n"
+	    "  -M, --path-max N         max path length (at most 2048)\n"
+	    "  -A, --perm-nb N          max permissions per node\n"
+	    "  -Q, --quota NAME=VAL     set a quota (nodes, watches, transactions, outstanding,\n"
+	    "                           transaction-nodes, memory, node-size, path-max,\n"
+	    "                           permissions)\n"
+	    "  -q, --quota-soft NAME=VAL  set a soft quota (memory)\n"
+	    "  -p, --priv-domid ID      domain treated as privileged\n"
+	    "  -K, --keep-orphans       keep nodes of released domains (owned by priv domid)\n"
+	    "  -D, -R, -I, -V, -e, -m, -w  accepted for compatibility\n"
+	    "  -h, --help               this text\n");
 }
 
 static int set_quota_arg(const char *arg, bool soft)
@@ -123,31 +124,31 @@ static int mkdir_parent(const char *path)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"socket", required_argument, NULL, 's' + 256},
-		{"no-fork", no_argument, NULL, 'N'},
-		{"pid-file", required_argument, NULL, 'F'},
-		{"output-pid", no_argument, NULL, 'P'},
-		{"trace-file", required_argument, NULL, 'T'},
-		{"entry-nb", required_argument, NULL, 'E'},
-		{"watch-nb", required_argument, NULL, 'W'},
-		{"transaction", required_argument, NULL, 't'},
-		{"entry-size", required_argument, NULL, 'S'},
-		{"path-max", required_argument, NULL, 'M'},
-		{"perm-nb", required_argument, NULL, 'A'},
-		{"quota", required_argument, NULL, 'Q'},
-		{"quota-soft", required_argument, NULL, 'q'},
-		{"priv-domid", required_argument, NULL, 'p'},
-		{"keep-orphans", no_argument, NULL, 'K'},
-		{"no-domain-init", no_argument, NULL, 'D'},
-		{"no-recovery", no_argument, NULL, 'R'},
-		{"internal-db", optional_argument, NULL, 'I'},
-		{"verbose", no_argument, NULL, 'V'},
-		{"event", required_argument, NULL, 'e'},
-		{"master-domid", required_argument, NULL, 'm'},
-		{"timeout", required_argument, NULL, 'w'},
-		{"live-update", no_argument, NULL, 'U'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"socket", required_argument, NULL, 's' + 256},
+	    {"no-fork", no_argument, NULL, 'N'},
+	    {"pid-file", required_argument, NULL, 'F'},
+	    {"output-pid", no_argument, NULL, 'P'},
+	    {"trace-file", required_argument, NULL, 'T'},
+	    {"entry-nb", required_argument, NULL, 'E'},
+	    {"watch-nb", required_argument, NULL, 'W'},
+	    {"transaction", required_argument, NULL, 't'},
+	    {"entry-size", required_argument, NULL, 'S'},
+	    {"path-max", required_argument, NULL, 'M'},
+	    {"perm-nb", required_argument, NULL, 'A'},
+	    {"quota", required_argument, NULL, 'Q'},
+	    {"quota-soft", required_argument, NULL, 'q'},
+	    {"priv-domid", required_argument, NULL, 'p'},
+	    {"keep-orphans", no_argument, NULL, 'K'},
+	    {"no-domain-init", no_argument, NULL, 'D'},
+	    {"no-recovery", no_argument, NULL, 'R'},
+	    {"internal-db", optional_argument, NULL, 'I'},
+	    {"verbose", no_argument, NULL, 'V'},
+	    {"event", required_argument, NULL, 'e'},
+	    {"master-domid", required_argument, NULL, 'm'},
+	    {"timeout", required_argument, NULL, 'w'},
+	    {"live-update", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *pidfile = NULL, *socket_path = NULL;
 	bool nofork = false, print_pid = false;
@@ -161,32 +162,72 @@ int main(int argc, char **argv)
 		int err = 0;
 
 		switch (opt) {
-		case 's' + 256: socket_path = optarg; break;
-		case 'N': nofork = true; break;
-		case 'F': pidfile = optarg; break;
-		case 'P': print_pid = true; break;
-		case 'T': opts.trace_file = optarg; break;
-		case 'E': err = num_arg(optarg, &quotas[Q_NODES].hard); break;
-		case 'W': err = num_arg(optarg, &quotas[Q_WATCHES].hard); break;
-		case 't': err = num_arg(optarg, &quotas[Q_TRANSACTIONS].hard); break;
-		case 'S': err = num_arg(optarg, &quotas[Q_NODE_SIZE].hard); break;
+		case 's' + 256:
+			socket_path = optarg;
+			break;
+		case 'N':
+			nofork = true;
+			break;
+		case 'F':
+			pidfile = optarg;
+			break;
+		case 'P':
+			print_pid = true;
+			break;
+		case 'T':
+			opts.trace_file = optarg;
+			break;
+		case 'E':
+			err = num_arg(optarg, &quotas[Q_NODES].hard);
+			break;
+		case 'W':
+			err = num_arg(optarg, &quotas[Q_WATCHES].hard);
+			break;
+		case 't':
+			err = num_arg(optarg, &quotas[Q_TRANSACTIONS].hard);
+			break;
+		case 'S':
+			err = num_arg(optarg, &quotas[Q_NODE_SIZE].hard);
+			break;
 		case 'M':
 			err = num_arg(optarg, &v);
 			if (!err)
 				quotas[Q_PATH_MAX].hard = v < XS_REL_PATH_MAX ? v : XS_REL_PATH_MAX;
 			break;
-		case 'A': err = num_arg(optarg, &quotas[Q_PERMISSIONS].hard); break;
-		case 'Q': err = set_quota_arg(optarg, false); break;
-		case 'q': err = set_quota_arg(optarg, true); break;
-		case 'p': err = num_arg(optarg, &opts.priv_domid); break;
-		case 'K': opts.keep_orphans = true; break;
-		case 'V': opts.verbose = true; break;
-		case 'D': case 'R': case 'I': case 'e': case 'm': case 'w': break;
+		case 'A':
+			err = num_arg(optarg, &quotas[Q_PERMISSIONS].hard);
+			break;
+		case 'Q':
+			err = set_quota_arg(optarg, false);
+			break;
+		case 'q':
+			err = set_quota_arg(optarg, true);
+			break;
+		case 'p':
+			err = num_arg(optarg, &opts.priv_domid);
+			break;
+		case 'K':
+			opts.keep_orphans = true;
+			break;
+		case 'V':
+			opts.verbose = true;
+			break;
+		case 'D':
+		case 'R':
+		case 'I':
+		case 'e':
+		case 'm':
+		case 'w':
+			break;
 		case 'U':
 			fprintf(stderr, "xstored: live update is not supported yet\n");
 			return 1;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 1;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
 		}
 		if (err) {
 			fprintf(stderr, "xstored: invalid argument for -%c: %s\n", opt, optarg);
@@ -201,7 +242,8 @@ int main(int argc, char **argv)
 		socket_path = getenv("XENSTORED_PATH");
 	if (!socket_path) {
 		const char *rundir = getenv("XENSTORED_RUNDIR");
-		snprintf(defpath, sizeof(defpath), "%s/socket", rundir ? rundir : "/var/run/xenstored");
+		snprintf(defpath, sizeof(defpath), "%s/socket",
+			 rundir ? rundir : "/var/run/xenstored");
 		socket_path = defpath;
 	}
 	opts.socket_path = socket_path;

@@ -46,7 +46,7 @@ struct node {
 	struct node *parent;
 	struct node **kids; /* creation order; capacity: next power of two >= nkids */
 	uint64_t gen;
-	uint32_t id;        /* stable across moves: the child hash is keyed on it */
+	uint32_t id; /* stable across moves: the child hash is keyed on it */
 	uint32_t nkids;
 	uint32_t vlen;
 	uint16_t nperms;
@@ -73,9 +73,8 @@ void node_tree_free(void);
 struct node *node_root(void);
 struct node *node_lookup(const char *path);
 struct node *node_child(const struct node *parent, const char *name, size_t namelen);
-int node_create(struct node *parent, const char *name, size_t namelen,
-		const struct xs_perm *perms, unsigned int nperms, const void *val, uint32_t vlen,
-		struct node **out);
+int node_create(struct node *parent, const char *name, size_t namelen, const struct xs_perm *perms,
+		unsigned int nperms, const void *val, uint32_t vlen, struct node **out);
 /* val == NULL keeps the value, perms == NULL keeps the perms.  Bumps gen.  *np is
  * updated if the record moved. */
 int node_set(struct node **np, const void *val, uint32_t vlen, const struct xs_perm *perms,
@@ -177,7 +176,7 @@ struct domain {
 	uint16_t domid;
 	bool introduced;
 	bool shutdown_reported;
-	int target; /* SET_TARGET domid or -1 */
+	int target;   /* SET_TARGET domid or -1 */
 	uint64_t gen; /* store_gen when introduced */
 	int nodes;
 	long memory;
@@ -218,18 +217,18 @@ struct conn_ops {
 
 struct conn {
 	struct ev_source src;
-	struct conn *next, *prev;       /* all connections */
-	struct conn *dnext;             /* dirty (has new output) list */
+	struct conn *next, *prev; /* all connections */
+	struct conn *dnext;	  /* dirty (has new output) list */
 	const struct conn_ops *ops;
-	void *transport;                /* ring state */
+	void *transport; /* ring state */
 	uint32_t id;
 	uint16_t domid;
-	int target;                     /* SET_TARGET domid or -1 */
+	int target; /* SET_TARGET domid or -1 */
 	bool privileged;
 	bool is_ring;
 	bool dead;
 	bool dirty;
-	bool stalled;                   /* ring error set: ignore */
+	bool stalled; /* ring error set: ignore */
 	/* input: partial message (header + payload), live-update serialisable */
 	char *in;
 	uint32_t in_len;
@@ -254,8 +253,8 @@ void conn_reap(void);
 void conn_input(struct conn *c, const char *data, size_t len);
 void conn_take_fds(struct conn *c, const int *fds, unsigned int n);
 void conn_close_fds(struct conn *c);
-int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id,
-	       const void *payload, size_t len, bool is_event);
+int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id, const void *payload,
+	       size_t len, bool is_event);
 void conn_flush(struct conn *c);
 void conn_flush_dirty(void);
 void conn_reset(struct conn *c);

@@ -23,7 +23,15 @@ static void feed(struct conn *c, const char *msg, size_t len)
 
 static void store_init(void)
 {
-	static const char intro[][40] = {"1\0" "1\0" "1", "2\0" "1\0" "1", "3\0" "1\0" "1"};
+	static const char intro[][40] = {"1\0"
+					 "1\0"
+					 "1",
+					 "2\0"
+					 "1\0"
+					 "1",
+					 "3\0"
+					 "1\0"
+					 "1"};
 
 	xsd_ctx = talloc_named_const(NULL, 0, "fuzz");
 	domain_init();
