@@ -1,5 +1,7 @@
 /*
- * Direct boot: PVH ELF kernels (Xen's boot ABI for HVM guests without firmware).
+ * Direct boot: PVH ELF kernels (Xen's boot ABI for HVM guests without firmware), and
+ * Linux bzImages whose payload (decompressed here, on the host) is such a kernel:
+ * Debian's kernels are built with CONFIG_PVH, so the vmlinux inside carries the note.
  *
  * The kernel's PT_LOAD segments are copied to their physical addresses; the Xen ELF
  * note XEN_ELFNOTE_PHYS32_ENTRY (18) gives the 32-bit entry point.  The boot
@@ -11,6 +13,7 @@
  */
 #include <elf.h>
 #include <errno.h>
+#include <lzma.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +90,82 @@ static bool range_ok(uint64_t off, uint64_t len, uint64_t size)
 	return off <= size && len <= size - off;
 }
 
+/*
+ * bzImage: the setup header (boot protocol >= 2.08) says where the compressed kernel
+ * is (payload_offset/payload_length, from the end of the setup sectors).  We decompress
+ * it here instead of running the in-guest decompressor.  The payload is an ELF vmlinux;
+ * xz is what Debian's kernels use (CONFIG_KERNEL_XZ), other compressions are refused.
+ */
+#define BZ_MAX_VMLINUX (256u << 20)
+
+static int bzimage_payload(const uint8_t *img, size_t len, uint8_t **out, size_t *out_len)
+{
+	uint32_t poff, plen;
+	uint16_t version;
+	if (len < 0x270 || img[0x1fe] != 0x55 || img[0x1ff] != 0xaa ||
+	    memcmp(img + 0x202, "HdrS", 4) != 0)
+		return -EINVAL;
+	memcpy(&version, img + 0x206, 2);
+	if (version < 0x208)
+		return -EINVAL;
+	unsigned int setup_sects = img[0x1f1] ? img[0x1f1] : 4;
+	memcpy(&poff, img + 0x248, 4);
+	memcpy(&plen, img + 0x24c, 4);
+	uint64_t start = (setup_sects + 1ull) * 512 + poff;
+	if (!range_ok(start, plen, len) || plen < 6)
+		return -EINVAL;
+	const uint8_t *p = img + start;
+	if (memcmp(p, "\xfd" "7zXZ\0", 6) != 0)
+		return -EINVAL; /* gzip, zstd, lzma, lz4, bzip2: not supported */
+
+	lzma_stream zs = LZMA_STREAM_INIT;
+	size_t cap = 64u << 20;
+	uint8_t *buf = malloc(cap);
+	int rc = 0;
+	if (!buf)
+		return -ENOMEM;
+	if (lzma_stream_decoder(&zs, UINT64_MAX, 0) != LZMA_OK) {
+		free(buf);
+		return -ENOMEM;
+	}
+	zs.next_in = p;
+	zs.avail_in = plen;
+	zs.next_out = buf;
+	zs.avail_out = cap;
+	for (;;) {
+		lzma_ret r = lzma_code(&zs, LZMA_FINISH);
+		if (r == LZMA_STREAM_END)
+			break;
+		if (r == LZMA_OK && zs.avail_out == 0) {
+			if (cap >= BZ_MAX_VMLINUX) {
+				rc = -EFBIG;
+				break;
+			}
+			uint8_t *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = nb;
+			zs.next_out = buf + cap;
+			zs.avail_out = cap;
+			cap *= 2;
+			continue;
+		}
+		rc = r == LZMA_MEM_ERROR ? -ENOMEM : -EINVAL;
+		break;
+	}
+	size_t n = cap - zs.avail_out;
+	lzma_end(&zs);
+	if (rc < 0) {
+		free(buf);
+		return rc;
+	}
+	*out = buf;
+	*out_len = n;
+	return 0;
+}
+
 /* Finds the PHYS32 entry in the PT_NOTE segments; 0 if absent. */
 static uint64_t elf_pvh_entry(const uint8_t *img, size_t len, const Elf64_Ehdr *eh)
 {
@@ -156,10 +235,16 @@ int kvm_boot_load(struct xst_vm *vm, const struct xst_vm_config *cfg)
 	rc = file_read(cfg->kernel, &img, &len);
 	if (rc < 0)
 		return rc;
-	if (len >= 4 && memcmp(img, ELFMAG, SELFMAG) == 0)
+	if (len >= 4 && memcmp(img, ELFMAG, SELFMAG) == 0) {
 		rc = load_elf(k, img, len);
-	else
-		rc = -EINVAL; /* bzImage: not supported yet */
+	} else {
+		uint8_t *vmlinux = NULL;
+		size_t vlen = 0;
+		rc = bzimage_payload(img, len, &vmlinux, &vlen);
+		if (rc == 0)
+			rc = load_elf(k, vmlinux, vlen);
+		free(vmlinux);
+	}
 	if (rc < 0)
 		goto out;
 

@@ -461,6 +461,72 @@ static bool handle_pio(struct xst_vm *vm, struct kvm_run *run, struct xst_vcpu_e
 	return true;
 }
 
+/* Reads up to n guest bytes at virtual address va of the vcpu's current mapping. */
+static int guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n)
+{
+	struct kvm_vm *k = vcpu->vm->priv;
+	struct kvm_vcpu *c = vcpu->priv;
+	struct kvm_translation tr = { .linear_address = va };
+	if (ioctl(c->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+		return -EFAULT;
+	if (tr.physical_address >= k->mem_size)
+		return -EFAULT;
+	size_t room = XST_PAGE_SIZE - (tr.physical_address & (XST_PAGE_SIZE - 1));
+	if (n > room)
+		n = room;
+	if (n > k->mem_size - tr.physical_address)
+		n = (size_t)(k->mem_size - tr.physical_address);
+	memcpy(buf, k->mem + tr.physical_address, n);
+	return (int)n;
+}
+
+static void fail_detail(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit, const char *what,
+			unsigned int code)
+{
+	struct kvm_vcpu *c = vcpu->priv;
+	struct kvm_regs r;
+	uint8_t insn[8] = { 0 };
+	int n = 0;
+	if (ioctl(c->fd, KVM_GET_REGS, &r) < 0) {
+		snprintf(exit->detail, sizeof(exit->detail), "%s %u", what, code);
+		return;
+	}
+	n = guest_read_va(vcpu, r.rip, insn, sizeof(insn));
+	snprintf(exit->detail, sizeof(exit->detail),
+		 "%s %u rip=%#llx insn=%02x %02x %02x %02x %02x %02x (%d)", what, code,
+		 (unsigned long long)r.rip, insn[0], insn[1], insn[2], insn[3], insn[4], insn[5],
+		 n);
+}
+
+/*
+ * PVM's kernel-mode emulator cannot execute int3 (Linux runs one at boot in its
+ * alternatives self-test, and uses it for live text patching).  When emulation fails
+ * on an int3 we do what the CPU would: rip past it and inject #BP (a trap), so the guest's
+ * own handler runs.  Returns true when it did so.
+ */
+static bool step_int3(struct xst_vcpu *vcpu)
+{
+	struct kvm_vcpu *c = vcpu->priv;
+	struct kvm_regs r;
+	struct kvm_vcpu_events ev;
+	uint8_t op = 0;
+	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
+	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
+	    op != 0xcc || ioctl(c->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+		return false;
+	r.rip += 1;
+	if (ioctl(c->fd, KVM_SET_REGS, &r) < 0)
+		return false;
+	ev.exception.injected = 1;
+	ev.exception.nr = 3;
+	ev.exception.has_error_code = 0;
+	ev.exception.error_code = 0;
+	ev.flags = 0;
+	if (ioctl(c->fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
+		return false;
+	return true;
+}
+
 static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 {
 	struct kvm_vcpu *c = vcpu->priv;
@@ -527,9 +593,10 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 				 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
 			goto out;
 		case KVM_EXIT_INTERNAL_ERROR:
+			if (step_int3(vcpu))
+				continue;
 			exit->reason = XST_EXIT_FAIL;
-			snprintf(exit->detail, sizeof(exit->detail), "internal error %u",
-				 run->internal.suberror);
+			fail_detail(vcpu, exit, "internal error", run->internal.suberror);
 			goto out;
 		default:
 			exit->reason = XST_EXIT_FAIL;

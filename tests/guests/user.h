@@ -13,6 +13,7 @@ void port_out(uint16_t port, uint8_t v);
 
 /* xenstore over the shared ring (wire format of xs_wire.h) */
 void xs_init(uint64_t gfn);
+void xs_init_page(void *page);
 void xs_connected(void); /* longer timeouts from now on */
 int xs_read(const char *path, char *val, size_t len); /* NUL-terminates; -1 on error */
 int xs_write(const char *path, const char *val);

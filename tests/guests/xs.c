@@ -36,9 +36,14 @@ void xs_connected(void)
 	timeout_ns = 1000000000ull;
 }
 
+void xs_init_page(void *page)
+{
+	ring = page;
+}
+
 void xs_init(uint64_t gfn)
 {
-	ring = (struct xs_iface *)(gfn << 12);
+	xs_init_page((void *)(gfn << 12)); /* identity mapped */
 }
 
 static void kick(void)
