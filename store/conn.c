@@ -299,12 +299,26 @@ void conn_input(struct conn *c, const char *data, size_t len)
 	}
 }
 
+/* Bytes still missing from the message being assembled in c->in. */
+static size_t conn_need(const struct conn *c)
+{
+	struct xs_hdr h;
+
+	if (c->in_len < sizeof(h))
+		return sizeof(h) - c->in_len;
+	memcpy(&h, c->in, sizeof(h));
+	return sizeof(h) + h.len - c->in_len;
+}
+
 void conn_read_some(struct conn *c)
 {
 	static char buf[65536];
 
 	while (conn_can_read(c)) {
-		ssize_t n = c->ops->read(c, buf, sizeof(buf));
+		/* Rings are read one message at a time so the outstanding-requests quota
+		 * stops consumption exactly; sockets (privileged) in big chunks. */
+		size_t want = c->is_ring ? conn_need(c) : sizeof(buf);
+		ssize_t n = c->ops->read(c, buf, want);
 
 		if (n < 0) {
 			conn_kill(c);
@@ -313,7 +327,7 @@ void conn_read_some(struct conn *c)
 		if (n == 0)
 			break;
 		conn_input(c, buf, (size_t)n);
-		if ((size_t)n < sizeof(buf))
+		if (!c->is_ring && (size_t)n < sizeof(buf))
 			break;
 	}
 }
