@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <talloc.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/xstored.h"
@@ -163,6 +164,7 @@ int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id, c
 	m->len = (uint32_t)(sizeof(h) + len);
 	m->off = 0;
 	m->is_event = is_event;
+	m->queued_s = is_event ? mono_seconds() : 0;
 	memcpy(m->data, &h, sizeof(h));
 	if (len)
 		memcpy(m->data + sizeof(h), payload, len);
@@ -207,6 +209,45 @@ void conn_flush(struct conn *c)
 	}
 	if (!c->dead)
 		c->ops->done(c);
+}
+
+uint32_t mono_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint32_t)ts.tv_sec;
+}
+
+void conn_expire_events(void)
+{
+	uint32_t now = mono_seconds();
+
+	if (opts.watch_event_timeout <= 0)
+		return;
+	for (struct conn *c = conn_list; c; c = c->next) {
+		struct outmsg **pp = &c->out_head, *prev = NULL;
+
+		if (c->privileged)
+			continue;
+		while (*pp) {
+			struct outmsg *m = *pp;
+			if (m->is_event && m->off == 0 &&
+			    now - m->queued_s >= (uint32_t)opts.watch_event_timeout) {
+				if (trace_on())
+					trace_printf("connection %u: watch event timed out\n",
+						     c->id);
+				*pp = m->next;
+				c->out_count--;
+				c->out_bytes -= m->len;
+				talloc_free(m);
+				continue;
+			}
+			prev = m;
+			pp = &m->next;
+		}
+		c->out_tail = prev;
+	}
 }
 
 void conn_flush_dirty(void)

@@ -6,7 +6,7 @@
 
 #include "store/xstored.h"
 
-struct xsd_opts opts = {.priv_domid = -1};
+struct xsd_opts opts = {.priv_domid = -1, .watch_event_timeout = 20};
 void *xsd_ctx;
 static int epfd = -1;
 

@@ -14,12 +14,21 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <talloc.h>
 #include <unistd.h>
 
 #include "store/xstored.h"
 
 static bool quit;
+
+static void timer_event(struct ev_source *src, uint32_t events)
+{
+	uint64_t ticks;
+
+	if (read(src->fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks))
+		conn_expire_events();
+}
 
 static void signal_event(struct ev_source *src, uint32_t events)
 {
@@ -52,7 +61,8 @@ static void usage(FILE *f)
 	    "  -q, --quota-soft NAME=VAL  set a soft quota (memory)\n"
 	    "  -p, --priv-domid ID      domain treated as privileged\n"
 	    "  -K, --keep-orphans       keep nodes of released domains (owned by priv domid)\n"
-	    "  -D, -R, -I, -V, -e, -m, -w  accepted for compatibility\n"
+	    "  -w watch-event=SECS      drop events a domain leaves unread that long (20)\n"
+	    "  -D, -R, -I, -V, -e, -m   accepted for compatibility\n"
 	    "  -h, --help               this text\n");
 }
 
@@ -153,6 +163,8 @@ int main(int argc, char **argv)
 	const char *pidfile = NULL, *socket_path = NULL;
 	bool nofork = false, print_pid = false;
 	struct ev_source *listener, sigsrc = {.fd = -1, .fn = signal_event};
+	struct ev_source timersrc = {.fd = -1, .fn = timer_event};
+	struct itimerspec every_second = {{1, 0}, {1, 0}};
 	char defpath[4096];
 	sigset_t mask;
 	int opt, v, ret = 1;
@@ -217,7 +229,12 @@ int main(int argc, char **argv)
 		case 'I':
 		case 'e':
 		case 'm':
+			break;
 		case 'w':
+			if (strncmp(optarg, "watch-event=", 12) == 0)
+				err = num_arg(optarg + 12, &opts.watch_event_timeout);
+			else
+				err = -EINVAL;
 			break;
 		case 'U':
 			fprintf(stderr, "xstored: live update is not supported yet\n");
@@ -296,6 +313,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	timersrc.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (timersrc.fd < 0 || timerfd_settime(timersrc.fd, 0, &every_second, NULL) < 0 ||
+	    loop_add(&timersrc, EPOLLIN) < 0) {
+		log_err("timerfd: %s", strerror(errno));
+		goto out;
+	}
+
 	while (!quit) {
 		struct epoll_event evs[64];
 		int n = loop_wait(evs, 64);
@@ -327,6 +351,8 @@ out:
 	trace_close();
 	if (sigsrc.fd >= 0)
 		close(sigsrc.fd);
+	if (timersrc.fd >= 0)
+		close(timersrc.fd);
 	loop_fini();
 	return ret;
 }

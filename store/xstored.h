@@ -199,7 +199,8 @@ struct outmsg {
 	struct outmsg *next;
 	uint32_t len, off;
 	bool is_event;
-	char data[]; /* header + payload */
+	uint32_t queued_s; /* monotonic seconds when queued (watch-event timeout) */
+	char data[];	   /* header + payload */
 };
 
 struct conn_ops {
@@ -257,6 +258,10 @@ int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id, c
 	       size_t len, bool is_event);
 void conn_flush(struct conn *c);
 void conn_flush_dirty(void);
+/* Drops watch events queued longer than opts.watch_event_timeout on unprivileged
+ * connections (C xenstored's -w watch-event=); called once a second. */
+void conn_expire_events(void);
+uint32_t mono_seconds(void);
 void conn_reset(struct conn *c);
 bool conn_can_read(const struct conn *c);
 void conn_read_some(struct conn *c);
@@ -320,6 +325,7 @@ struct xsd_opts {
 	bool verbose;
 	const char *trace_file;
 	const char *socket_path;
+	int watch_event_timeout; /* seconds, 0 = never */
 };
 extern struct xsd_opts opts;
 extern void *xsd_ctx;

@@ -224,3 +224,35 @@ def test_ring_outstanding_quota_stops_consumption(outstanding_daemon):
         assert r.body == value
     ring.close()
     priv.close()
+
+
+@pytest.fixture
+def timeout_daemon(tmp_path):
+    d = Xstored(tmp_path, args=["-w", "watch-event=1"]).start()
+    yield d
+    d.stop()
+
+
+def test_unread_watch_events_time_out(timeout_daemon):
+    import time
+    priv = SockConn(timeout_daemon.socket)
+    ring = RingConn()
+    assert ring.introduce(priv, 4).body == b"OK\0"
+    setup_domain(priv, 4)
+    ring.call("WATCH", "/local/domain/4/w", "t")
+    assert ring.next_event() == (b"/local/domain/4/w", b"t")
+    # the guest stops reading: fill its response ring with big events, more queue up
+    long = "x" * 200
+    for i in range(12):
+        priv.write("/local/domain/4/w/%s%d" % (long, i), "")
+    time.sleep(3)  # > watch-event timeout: what is still queued in xstored is dropped
+    got = 0
+    while True:
+        try:
+            ring.next_event(timeout=0.5)
+            got += 1
+        except TimeoutError:
+            break
+    assert 0 < got < 12  # what fitted the ring arrived, the queued rest timed out
+    ring.close()
+    priv.close()
