@@ -25,6 +25,15 @@
 #include "plugins/kvm/kvm_priv.h"
 
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
+/*
+ * Linux on KVM's PVM backend: PVM does not apply the CPUID we set to what the guest
+ * reads, so the features its kernel-mode emulator lacks are cleared through the command
+ * line (xsave/AVX: "x87 FPU will use FXSAVE"; SMAP: clac/stac are not emulated) and
+ * mitigations that only add emulated work are off.
+ */
+#define PVM_LINUX_CMDLINE \
+	"clearcpuid=xsave,popcnt,cx16,rdtscp,avx,avx2,rdrand,rdseed,fma,f16c,smap " \
+	"mitigations=off"
 #define HVM_START_MAGIC 0x336ec578u
 #define KERNEL_MAX (512u << 20)
 
@@ -235,9 +244,11 @@ int kvm_boot_load(struct xst_vm *vm, const struct xst_vm_config *cfg)
 	rc = file_read(cfg->kernel, &img, &len);
 	if (rc < 0)
 		return rc;
+	bool linux_pvm = false;
 	if (len >= 4 && memcmp(img, ELFMAG, SELFMAG) == 0) {
 		rc = load_elf(k, img, len);
 	} else {
+		linux_pvm = kvm_hv_of(vm)->pvm;
 		uint8_t *vmlinux = NULL;
 		size_t vlen = 0;
 		rc = bzimage_payload(img, len, &vmlinux, &vlen);
@@ -276,8 +287,10 @@ int kvm_boot_load(struct xst_vm *vm, const struct xst_vm_config *cfg)
 		si.modlist_paddr = KVM_MODLIST_GPA;
 	}
 	char *cl = (char *)k->mem + KVM_CMDLINE_GPA;
-	int n = snprintf(cl, KVM_CMDLINE_MAX, "%s%sxs_gfn=%#llx", cfg->cmdline ? cfg->cmdline : "",
-			 cfg->cmdline && cfg->cmdline[0] ? " " : "", (unsigned long long)KVM_XS_GFN);
+	int n = snprintf(cl, KVM_CMDLINE_MAX, "%s%s%s%sxs_gfn=%#llx",
+			 cfg->cmdline ? cfg->cmdline : "", cfg->cmdline && cfg->cmdline[0] ? " " : "",
+			 linux_pvm ? PVM_LINUX_CMDLINE : "", linux_pvm ? " " : "",
+			 (unsigned long long)KVM_XS_GFN);
 	if (n < 0 || (unsigned int)n >= KVM_CMDLINE_MAX) {
 		rc = -EINVAL;
 		goto out;

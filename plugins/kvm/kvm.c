@@ -499,12 +499,15 @@ static void fail_detail(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit, const
 }
 
 /*
- * PVM's kernel-mode emulator cannot execute int3 (Linux runs one at boot in its
- * alternatives self-test, and uses it for live text patching).  When emulation fails
- * on an int3 we do what the CPU would: rip past it and inject #BP (a trap), so the guest's
- * own handler runs.  Returns true when it did so.
+ * PVM's kernel-mode emulator cannot execute some instructions; when emulation fails on
+ * one of these we do what the CPU would and continue:
+ *   int3 (Linux runs one at boot in its alternatives self-test, and uses it for live
+ *        text patching): rip past it and inject #BP (a trap), so the guest's handler runs;
+ *   fwait (Linux's x87 paths): a no-op unless an unmasked x87 exception is pending,
+ *        which a kernel that does no x87 arithmetic never has: rip past it.
+ * Returns true when it did so.
  */
-static bool step_int3(struct xst_vcpu *vcpu)
+static bool step_unemulated(struct xst_vcpu *vcpu)
 {
 	struct kvm_vcpu *c = vcpu->priv;
 	struct kvm_regs r;
@@ -512,10 +515,12 @@ static bool step_int3(struct xst_vcpu *vcpu)
 	uint8_t op = 0;
 	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
 	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
-	    op != 0xcc || ioctl(c->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+	    (op != 0xcc && op != 0x9b))
 		return false;
 	r.rip += 1;
-	if (ioctl(c->fd, KVM_SET_REGS, &r) < 0)
+	if (op == 0x9b)
+		return ioctl(c->fd, KVM_SET_REGS, &r) == 0;
+	if (ioctl(c->fd, KVM_GET_VCPU_EVENTS, &ev) < 0 || ioctl(c->fd, KVM_SET_REGS, &r) < 0)
 		return false;
 	ev.exception.injected = 1;
 	ev.exception.nr = 3;
@@ -593,7 +598,7 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 				 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
 			goto out;
 		case KVM_EXIT_INTERNAL_ERROR:
-			if (step_int3(vcpu))
+			if (step_unemulated(vcpu))
 				continue;
 			exit->reason = XST_EXIT_FAIL;
 			fail_detail(vcpu, exit, "internal error", run->internal.suberror);

@@ -26,13 +26,16 @@ class Drive:
     """One guest under xst-kvm-drive.  Output lines are kept in order; expect() consumes
     them, so assertions about "what came next" are exact."""
 
-    def __init__(self, cmdline, mem_mib=64, domid=1, paused=False, kernel=None):
+    def __init__(self, cmdline, mem_mib=64, domid=1, paused=False, kernel=None,
+                 ramdisk=None):
         if not os.path.exists("/dev/kvm"):
             pytest.skip("/dev/kvm is missing on this host")
         argv = [str(DRIVE), "--plugin", str(PLUGIN), "--kernel", str(kernel or GUEST),
                 "--cmdline", cmdline, "--mem", str(mem_mib), "--domid", str(domid)]
         if paused:
             argv.append("--paused")
+        if ramdisk:
+            argv += ["--ramdisk", str(ramdisk)]
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
