@@ -1,0 +1,442 @@
+/*
+ * Live migration, agent to agent (docs/migration.md).
+ *
+ * Source (migrate_send, serving `xst migrate`): dial the destination agent's CLI
+ * listener (tcp://ADDR:PORT), and send the save stream (agent/stream.h) in MigData
+ * chunks of about 4 MiB.  The header and config go first and alone: the destination
+ * creates the (paused, restoring) domain or refuses (core mismatch, name in use, ...)
+ * before any page moves.  Then pre-copy: the dirty log is switched on, every page is
+ * sent, then rounds of the pages dirtied meanwhile until the dirty set fits the
+ * downtime budget at the measured link rate, or the round bound is hit.  A guest that
+ * keeps dirtying as fast as the link carries is throttled: it is paused while a round
+ * is sent and runs only in between, for a period that halves every round.  Stop and
+ * copy: pause, last dirty pages, xenstore subtree, vm/vcpu state, end record.  The
+ * destination answers that last chunk only after the domain runs; only then is the
+ * source destroyed.  Any failure before that answer aborts the incoming domain (best
+ * effort) and resumes the source, so exactly one copy runs.
+ *
+ * Destination (migrate_recv): one incoming session at a time, fed to a stream_rx.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <talloc.h>
+
+#include "agent/agent.h"
+#include "agent/stream.h"
+#include "proto/rpc.h"
+
+#define MIG_CALL_MS 20000
+#define MIG_DEFAULT_DOWNTIME_MS 30
+#define MIG_DEFAULT_ROUNDS 30
+#define MIG_MIN_RATE (50.0 * 1024 * 1024) /* bytes/s assumed before a measurement */
+
+struct mig_out {
+	struct agent *a;
+	struct xst_rpc *rpc;
+	uint64_t session;
+	char *dest_msg; /* the destination's error message */
+	void *ctx;
+};
+
+static int mig_sink(void *arg, const uint8_t *buf, size_t len)
+{
+	struct mig_out *o = arg;
+	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
+	Xstagent__MigData md = XSTAGENT__MIG_DATA__INIT;
+	Xstagent__Reply *rep;
+	ProtobufCMessage *m;
+	void *tmp = talloc_new(o->ctx);
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	md.session = o->session;
+	md.has_data = true;
+	md.data.data = (uint8_t *)buf;
+	md.data.len = len;
+	req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
+	req.mig_data = &md;
+	rv = xst_rpc_call_msg(o->rpc, &req.base, MIG_CALL_MS, &xstagent__reply__descriptor, tmp,
+			      &m);
+	if (rv < 0) {
+		o->dest_msg = talloc_asprintf(o->ctx, "destination agent %s: %s",
+					      xst_rpc_url(o->rpc), strerror(-rv));
+	} else {
+		rep = (Xstagent__Reply *)m;
+		if (rep->error) {
+			rv = rep->error < 0 ? rep->error : -EIO;
+			o->dest_msg = talloc_asprintf(o->ctx, "destination: %s",
+						      rep->message ? rep->message : strerror(-rv));
+		}
+	}
+	talloc_free(tmp);
+	return rv;
+}
+
+static void mig_abort(struct mig_out *o)
+{
+	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
+	Xstagent__MigData md = XSTAGENT__MIG_DATA__INIT;
+	ProtobufCMessage *m;
+	void *tmp = talloc_new(o->ctx);
+
+	md.session = o->session;
+	md.has_abort = true;
+	md.abort = true;
+	req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
+	req.mig_data = &md;
+	if (tmp)
+		xst_rpc_call_msg(o->rpc, &req.base, 5000, &xstagent__reply__descriptor, tmp, &m);
+	talloc_free(tmp);
+}
+
+static int dom_simple(struct adom *d, Xstdom__Request__BodyCase bc, void *ctx, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+
+	req.body_case = bc;
+	req.pause = &e; /* Empty members share the oneof union */
+	return adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+}
+
+static int dirty_log(struct adom *d, bool on, void *ctx, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__DirtyLog dl = XSTDOM__DIRTY_LOG__INIT;
+	Xstdom__Reply *rep;
+
+	dl.enable = on;
+	req.body_case = XSTDOM__REQUEST__BODY_DIRTY_LOG;
+	req.dirty_log = &dl;
+	return adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+}
+
+/* Fetch (and clear) the dirty bitmap; *count = pages set. */
+static int dirty_fetch(struct adom *d, void *ctx, Xstdom__Dirty **out, uint64_t *count,
+		       char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	size_t i;
+	int rv;
+
+	req.body_case = XSTDOM__REQUEST__BODY_DIRTY_FETCH;
+	req.dirty_fetch = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+	if (rv < 0)
+		return rv;
+	if (rep->body_case != XSTDOM__REPLY__BODY_DIRTY)
+		return -EPROTO;
+	*out = rep->dirty;
+	*count = 0;
+	for (i = 0; i < rep->dirty->bitmap.len; i++)
+		*count += __builtin_popcount(rep->dirty->bitmap.data[i]);
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static char *url_for(void *ctx, const char *host)
+{
+	if (strstr(host, "://"))
+		return talloc_strdup(ctx, host);
+	if (strchr(host, ':'))
+		return talloc_asprintf(ctx, "tcp://%s", host);
+	return talloc_asprintf(ctx, "tcp://%s:8003", host);
+}
+
+/* <rundir>/migrate-<domid> and migrate-<name> hold the destination URL while a
+ * migration runs: `xst migrate-cancel DOMAIN` reads it (this agent is busy meanwhile). */
+static void note_dest(struct agent *a, uint32_t domid, const char *name, const char *url)
+{
+	char path[4096];
+	FILE *f;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		if (i == 0)
+			snprintf(path, sizeof(path), "%s/migrate-%u", a->rundir, domid);
+		else
+			snprintf(path, sizeof(path), "%s/migrate-%s", a->rundir, name);
+		if (!url) {
+			unlink(path);
+			continue;
+		}
+		f = fopen(path, "we");
+		if (f) {
+			fprintf(f, "%s\n", url);
+			fclose(f);
+		}
+	}
+}
+
+int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply *rep, void *ctx)
+{
+	struct adom *d = adom_find(a, mreq->dom);
+	uint32_t downtime_ms = mreq->has_downtime_ms ? mreq->downtime_ms : MIG_DEFAULT_DOWNTIME_MS;
+	uint32_t max_rounds = mreq->has_max_rounds && mreq->max_rounds ? mreq->max_rounds
+									: MIG_DEFAULT_ROUNDS;
+	struct mig_out o = { .a = a, .ctx = ctx };
+	struct stream_tx *t = NULL;
+	Xstdom__Info *info;
+	Xstdom__Dirty *dy = NULL;
+	uint64_t npages, count = 0, prev = UINT64_MAX;
+	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0;
+	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
+	unsigned int round = 0;
+	char *msg = NULL, *url, *what = "";
+	void *rtmp = NULL;
+	uint32_t domid;
+	char *name;
+	int rv;
+
+	if (!d) {
+		rep->message = talloc_asprintf(ctx, "domain \"%s\" does not exist", mreq->dom);
+		return -ENOENT;
+	}
+	if (d->state != ADOM_LIVE) {
+		rep->message = talloc_asprintf(ctx, "domain %u (%s) is shut down", d->domid, d->name);
+		return -EINVAL;
+	}
+	rv = adom_info(d, ctx, &info);
+	if (rv < 0) {
+		rep->message = talloc_asprintf(ctx, "domain %u: %s", d->domid, strerror(-rv));
+		return rv;
+	}
+	was_paused = info->state == XSTDOM__VM_STATE__PAUSED;
+	npages = info->mem_max_kib / (STREAM_PAGE / 1024);
+	url = url_for(ctx, mreq->url);
+	if (!url)
+		return -ENOMEM;
+	rv = xst_rpc_dial(ctx, url, &o.rpc);
+	if (rv < 0) {
+		rep->message = talloc_asprintf(ctx, "cannot reach the agent at %s: %s", url,
+					       strerror(-rv));
+		return rv;
+	}
+	o.session = ((uint64_t)getpid() << 32) ^ (uint64_t)(t0 * 1e6) ^ d->domid;
+	domid = d->domid;
+	name = talloc_strdup(ctx, d->name);
+	agent_log(a, "domain %u (%s): migrating to %s", domid, name, url);
+	note_dest(a, domid, name, url);
+
+	/* Header and config alone: the destination refuses now or creates the domain. */
+	what = "preparing the destination";
+	rv = stream_tx_new(ctx, mig_sink, &o, &t);
+	if (rv == 0)
+		rv = stream_tx_header(t, info->core, npages);
+	if (rv == 0)
+		rv = stream_tx_config(t, d);
+	if (rv == 0)
+		rv = stream_tx_flush(t);
+	if (rv < 0)
+		goto fail;
+	what = "enabling the dirty log";
+	rv = dirty_log(d, true, ctx, &msg);
+	if (rv < 0)
+		goto fail;
+	logging = true;
+	what = "copying memory";
+	ts = now_s();
+	rv = stream_tx_pages(t, d, npages, NULL, 0, &msg, ctx);
+	if (rv == 0)
+		rv = stream_tx_flush(t);
+	if (rv < 0)
+		goto fail;
+	if (t->bytes > 1u << 20 && now_s() - ts > 0.001)
+		rate = t->bytes / (now_s() - ts);
+	for (round = 1; round <= max_rounds; round++) {
+		uint64_t before = t->bytes;
+
+		talloc_free(rtmp);
+		rtmp = talloc_new(ctx);
+		if (!rtmp) {
+			rv = -ENOMEM;
+			goto fail;
+		}
+		if (throttled) {
+			/* The guest runs only between rounds. */
+			rv = dom_simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, rtmp, &msg);
+			if (rv < 0)
+				goto fail;
+			paused = false;
+			usleep((useconds_t)(run_ms * 1000));
+			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, rtmp, &msg);
+			if (rv < 0)
+				goto fail;
+			paused = true;
+			run_ms = run_ms / 2 < 1 ? 1 : run_ms / 2;
+		}
+		rv = dirty_fetch(d, rtmp, &dy, &count, &msg);
+		if (rv < 0)
+			goto fail;
+		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 1000.0)
+			break;
+		ts = now_s();
+		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, &msg, rtmp);
+		if (rv == 0)
+			rv = stream_tx_flush(t);
+		if (rv < 0)
+			goto fail;
+		if (t->bytes - before > (1u << 20) && now_s() - ts > 0.001)
+			rate = (t->bytes - before) / (now_s() - ts);
+		if (!throttled && round >= 2 && count * 10 > prev * 8) {
+			throttled = true;
+			run_ms = 50;
+			agent_log(a, "domain %u: dirtying %" PRIu64 " pages per round, throttling",
+				  domid, count);
+		}
+		prev = count;
+	}
+	/* Stop and copy: the dirty bitmap fetched last is still to be sent. */
+	what = "stop-and-copy";
+	tdown = now_s();
+	if (!paused) {
+		rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+		if (rv < 0)
+			goto fail;
+		paused = true;
+	}
+	{
+		Xstdom__Dirty *last;
+		uint64_t n2;
+		uint8_t *map;
+		size_t i, len;
+
+		rv = dirty_fetch(d, ctx, &last, &n2, &msg);
+		if (rv < 0)
+			goto fail;
+		/* union of the unsent round and what was dirtied since */
+		len = last->bitmap.len;
+		map = talloc_memdup(ctx, last->bitmap.data, len ? len : 1);
+		if (!map) {
+			rv = -ENOMEM;
+			goto fail;
+		}
+		if (dy && round <= max_rounds)
+			for (i = 0; i < len && i < dy->bitmap.len; i++)
+				map[i] |= dy->bitmap.data[i];
+		rv = stream_tx_pages(t, d, npages, map, len, &msg, ctx);
+	}
+	if (rv == 0)
+		rv = stream_tx_xenstore(t, d);
+	if (rv == 0)
+		rv = stream_tx_state(t, d, &msg, ctx);
+	what = "handing over";
+	if (rv == 0)
+		rv = stream_tx_end(t); /* answered once the destination runs it */
+	if (rv < 0)
+		goto fail;
+	committed = true;
+	tdown = now_s() - tdown;
+	if (was_paused)
+		agent_log(a, "domain %u was paused: the destination copy runs", domid);
+	note_dest(a, domid, name, NULL);
+	rv = adom_destroy(d, &msg, ctx);
+	if (rv < 0)
+		agent_log(a, "domain %u: destroying the migrated source: %s", domid,
+			  msg ? msg : strerror(-rv));
+	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms, %" PRIu64 " bytes",
+		  domid, name, url, now_s() - t0, tdown * 1000, t->bytes);
+	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
+	rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, downtime "
+				    "%.1f ms, %" PRIu64 " bytes sent, %u rounds, %" PRIu64
+				    " zero pages skipped%s", domid, name, url, now_s() - t0,
+				    tdown * 1000, t->bytes, round > max_rounds ? max_rounds : round,
+				    t->pages_zero, throttled ? ", guest throttled" : "");
+	return 0;
+fail:
+	(void)committed;
+	note_dest(a, domid, name, NULL);
+	mig_abort(&o);
+	if (logging)
+		dirty_log(d, false, ctx, NULL);
+	if (paused && !was_paused)
+		dom_simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL);
+	rep->message = talloc_asprintf(ctx, "migration of domain %u (%s) failed while %s: %s; "
+				       "the domain keeps running here", domid, name, what,
+				       o.dest_msg ? o.dest_msg : msg ? msg : strerror(-rv));
+	agent_log(a, "%s", rep->message);
+	return rv;
+}
+
+/* ---------------------------------------------------------------- destination */
+
+static struct stream_rx *in_rx;
+static uint64_t in_session, in_cancelled;
+static void *in_ctx;
+
+static void in_end(void)
+{
+	talloc_free(in_ctx);
+	in_ctx = NULL;
+	in_rx = NULL;
+	in_session = 0;
+}
+
+int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *rep, void *ctx)
+{
+	struct adom *d;
+	int rv;
+
+	if (m->session && m->session == in_cancelled) {
+		rep->message = talloc_strdup(ctx, "migration cancelled");
+		return -ECANCELED;
+	}
+	if (in_rx && in_session != m->session && !(m->has_abort && m->abort)) {
+		/* A new sender: the old one went away without a word. */
+		stream_rx_abort(in_rx, "superseded by a new incoming migration");
+		in_end();
+	}
+	if (m->has_abort && m->abort) {
+		if (in_rx) {
+			/* session 0: `xst migrate` cancelled by its user (Ctrl-C) */
+			stream_rx_abort(in_rx, m->session ? "the source aborted the migration"
+							  : "cancelled");
+			in_cancelled = in_session;
+		}
+		in_end();
+		return 0;
+	}
+	if (!in_rx) {
+		in_ctx = talloc_new(a);
+		rv = in_ctx ? stream_rx_new(a, in_ctx, false, &in_rx) : -ENOMEM;
+		if (rv < 0) {
+			in_end();
+			return rv;
+		}
+		in_session = m->session;
+	}
+	if (!m->has_data)
+		return 0;
+	rv = stream_rx_feed(in_rx, m->data.data, m->data.len);
+	if (rv < 0) {
+		rep->message = talloc_strdup(ctx, stream_rx_error(in_rx));
+		agent_log(a, "incoming migration refused: %s", rep->message);
+		in_end();
+		return rv;
+	}
+	if (stream_rx_done(in_rx)) {
+		d = stream_rx_domain(in_rx);
+		agent_log(a, "domain %u (%s) migrated in and running", d->domid, d->name);
+		rep->body_case = XSTAGENT__REPLY__BODY_DOMID;
+		rep->domid = d->domid;
+		in_end();
+	}
+	return 0;
+}

@@ -1,0 +1,205 @@
+/*
+ * `xst save` / `xst restore`: the agent writes a domain's save stream to a file
+ * (agent/stream.h, docs/save-format.md) and rebuilds a domain from one.
+ *
+ * Save: pause, every non-zero page, the xenstore subtree, the vm/vcpu state, end; then
+ * destroy the domain, or unpause it for a checkpoint (-c).  A failed save removes the
+ * partial file and leaves the domain as it was.  Restore checks the whole file (framing
+ * and end checksum) before creating anything, then feeds it to the stream receiver.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <talloc.h>
+
+#include "agent/agent.h"
+#include "agent/stream.h"
+
+static int failmsg(Xstagent__Reply *rep, void *ctx, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int failmsg(Xstagent__Reply *rep, void *ctx, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	rep->message = talloc_vasprintf(ctx, fmt, ap);
+	va_end(ap);
+	return err < 0 ? err : -EIO;
+}
+
+static int file_sink(void *arg, const uint8_t *buf, size_t len)
+{
+	int fd = *(int *)arg;
+
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int simple(struct adom *d, Xstdom__Request__BodyCase bc, void *ctx, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+
+	req.body_case = bc;
+	req.pause = &e; /* every Empty member shares the union */
+	return adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, void *ctx)
+{
+	struct adom *d = adom_find(a, s->dom);
+	bool checkpoint = s->has_checkpoint && s->checkpoint, paused_by_us = false;
+	struct stream_tx *t = NULL;
+	Xstdom__Info *info;
+	uint64_t npages;
+	char *msg = NULL, *core;
+	double t0 = now_s();
+	int fd = -1, rv;
+
+	if (!d)
+		return failmsg(rep, ctx, -ENOENT, "domain \"%s\" does not exist", s->dom);
+	if (d->state != ADOM_LIVE)
+		return failmsg(rep, ctx, -EINVAL, "domain %u (%s) is shut down", d->domid, d->name);
+	if (s->file[0] != '/')
+		return failmsg(rep, ctx, -EINVAL, "%s: the agent needs an absolute path", s->file);
+	rv = adom_info(d, ctx, &info);
+	if (rv < 0)
+		return failmsg(rep, ctx, rv, "domain %u: %s", d->domid, strerror(-rv));
+	core = info->core;
+	npages = info->mem_max_kib / (STREAM_PAGE / 1024);
+	fd = open(s->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return failmsg(rep, ctx, -errno, "%s: %s", s->file, strerror(errno));
+	if (info->state != XSTDOM__VM_STATE__PAUSED) {
+		rv = simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+		if (rv < 0)
+			goto fail;
+		paused_by_us = true;
+	}
+	rv = stream_tx_new(ctx, file_sink, &fd, &t);
+	if (rv == 0)
+		rv = stream_tx_header(t, core, npages);
+	if (rv == 0)
+		rv = stream_tx_config(t, d);
+	if (rv == 0)
+		rv = stream_tx_pages(t, d, npages, NULL, 0, &msg, ctx);
+	if (rv == 0)
+		rv = stream_tx_xenstore(t, d);
+	if (rv == 0)
+		rv = stream_tx_state(t, d, &msg, ctx);
+	if (rv == 0)
+		rv = stream_tx_end(t);
+	if (rv == 0 && fsync(fd) < 0)
+		rv = -errno;
+	if (rv == 0 && close(fd) < 0) {
+		fd = -1;
+		rv = -errno;
+	}
+	fd = -1;
+	if (rv < 0)
+		goto fail;
+	agent_log(a, "domain %u (%s) saved to %s: %" PRIu64 " pages (%" PRIu64 " zero), %" PRIu64
+		  " bytes", d->domid, d->name, s->file, t->pages_sent, t->pages_zero, t->bytes);
+	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
+	rep->text = talloc_asprintf(ctx, "saved domain %u (%s) to %s: %" PRIu64 " bytes, %" PRIu64
+				    " pages (%" PRIu64 " zero pages skipped) in %.2f s", d->domid,
+				    d->name, s->file, t->bytes, t->pages_sent, t->pages_zero,
+				    now_s() - t0);
+	if (checkpoint) {
+		if (s->has_paused && s->paused)
+			return 0;
+		if (paused_by_us && (rv = simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, &msg)) < 0)
+			return failmsg(rep, ctx, rv, "saved, but unpause failed: %s", msg);
+		return 0;
+	}
+	rv = adom_destroy(d, &msg, ctx);
+	if (rv < 0)
+		return failmsg(rep, ctx, rv, "saved, but destroying the domain failed: %s",
+			       msg ? msg : strerror(-rv));
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(s->file);
+	if (paused_by_us)
+		simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL);
+	return failmsg(rep, ctx, rv, "saving domain %u to %s: %s", d->domid, s->file,
+		       msg ? msg : strerror(-rv));
+}
+
+int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *rep, void *ctx)
+{
+	struct stream_rx *rx;
+	struct adom *d;
+	struct stat st;
+	uint8_t *map = MAP_FAILED;
+	char err[200];
+	size_t off;
+	double t0 = now_s();
+	int fd, rv;
+
+	if (r->file[0] != '/')
+		return failmsg(rep, ctx, -EINVAL, "%s: the agent needs an absolute path", r->file);
+	fd = open(r->file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return failmsg(rep, ctx, -errno, "%s: %s", r->file, strerror(errno));
+	if (fstat(fd, &st) < 0 || st.st_size == 0) {
+		close(fd);
+		return failmsg(rep, ctx, -EINVAL, "%s: not an xst save file (empty)", r->file);
+	}
+	map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED)
+		return failmsg(rep, ctx, -errno, "%s: %s", r->file, strerror(errno));
+	rv = stream_verify(map, st.st_size, err, sizeof(err));
+	if (rv < 0) {
+		munmap(map, st.st_size);
+		return failmsg(rep, ctx, rv, "%s: %s", r->file, err);
+	}
+	rv = stream_rx_new(a, ctx, r->has_paused && r->paused, &rx);
+	for (off = 0; rv == 0 && off < (size_t)st.st_size; off += STREAM_CHUNK) {
+		size_t n = st.st_size - off < STREAM_CHUNK ? st.st_size - off : STREAM_CHUNK;
+
+		rv = stream_rx_feed(rx, map + off, n);
+	}
+	munmap(map, st.st_size);
+	if (rv < 0 || !stream_rx_done(rx)) {
+		if (rv == 0)
+			stream_rx_abort(rx, "incomplete");
+		return failmsg(rep, ctx, rv < 0 ? rv : -EINVAL, "%s: %s", r->file,
+			       stream_rx_error(rx));
+	}
+	d = stream_rx_domain(rx);
+	agent_log(a, "domain %u (%s) restored from %s", d->domid, d->name, r->file);
+	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
+	rep->text = talloc_asprintf(ctx, "restored domain %u (%s) from %s in %.2f s%s", d->domid,
+				    d->name, r->file, now_s() - t0,
+				    r->has_paused && r->paused ? ", paused" : "");
+	return 0;
+}

@@ -1,0 +1,932 @@
+/*
+ * The save/migration stream: record framing, the sender's record writers (reading the
+ * domain process: pages, state, config, xenstore subtree) and the receiver, which
+ * rebuilds a domain from the records (docs/save-format.md).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <talloc.h>
+
+#include "agent/agent.h"
+#include "agent/stream.h"
+#include "proto/json.h"
+#include "proto/rpc.h"
+#include "store/xs_client.h"
+
+#define HDR_LEN 16u
+#define FNV_INIT 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+#define XS_MAX_NODES 4096
+#define XS_MAX_DEPTH 16
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ p[i]) * FNV_PRIME;
+	return h;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	unsigned int i;
+
+	for (i = 0; i < 4; i++)
+		p[i] = v >> (8 * i);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	unsigned int i;
+
+	for (i = 0; i < 8; i++)
+		p[i] = v >> (8 * i);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static size_t pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	size_t i;
+
+	for (i = 0; i < STREAM_PAGE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* ---------------------------------------------------------------- sender */
+
+int stream_tx_new(void *ctx, stream_sink_fn sink, void *arg, struct stream_tx **out)
+{
+	struct stream_tx *t = talloc_zero(ctx, struct stream_tx);
+
+	if (!t)
+		return -ENOMEM;
+	t->buf = talloc_size(t, STREAM_CHUNK + STREAM_MAX_RECORD / 16);
+	if (!t->buf) {
+		talloc_free(t);
+		return -ENOMEM;
+	}
+	t->sink = sink;
+	t->arg = arg;
+	t->hash = FNV_INIT;
+	*out = t;
+	return 0;
+}
+
+int stream_tx_flush(struct stream_tx *t)
+{
+	int rv;
+
+	if (!t->len)
+		return 0;
+	rv = t->sink(t->arg, t->buf, t->len);
+	t->len = 0;
+	return rv;
+}
+
+/* One record from up to three pieces of payload. */
+static int tx_record(struct stream_tx *t, uint32_t type, const void *a, size_t alen,
+		     const void *b, size_t blen, const void *c, size_t clen)
+{
+	size_t len = alen + blen + clen, total = HDR_LEN + pad8(len);
+	uint8_t *p;
+	int rv;
+
+	if (len > STREAM_MAX_RECORD / 16)
+		return -E2BIG;
+	if (t->len + total > STREAM_CHUNK) {
+		rv = stream_tx_flush(t);
+		if (rv < 0)
+			return rv;
+	}
+	p = t->buf + t->len;
+	put32(p, type);
+	put32(p + 4, 0);
+	put64(p + 8, len);
+	p += HDR_LEN;
+	if (alen)
+		memcpy(p, a, alen);
+	if (blen)
+		memcpy(p + alen, b, blen);
+	if (clen)
+		memcpy(p + alen + blen, c, clen);
+	memset(p + len, 0, pad8(len) - len);
+	if (type != REC_END)
+		t->hash = fnv(t->hash, t->buf + t->len, total);
+	t->len += total;
+	t->bytes += total;
+	return 0;
+}
+
+int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages)
+{
+	uint8_t h[40];
+
+	memset(h, 0, sizeof(h));
+	memcpy(h, STREAM_MAGIC, 8);
+	put32(h + 8, STREAM_VERSION);
+	put32(h + 12, STREAM_PAGE);
+	put64(h + 16, npages);
+	strncpy((char *)h + 24, core, 15);
+	return tx_record(t, REC_HEADER, h, sizeof(h), NULL, 0, NULL, 0);
+}
+
+static void json_opt(struct xst_json *j, const char *key, const char *v)
+{
+	if (v)
+		xst_json_kv_string(j, key, v);
+}
+
+int stream_tx_config(struct stream_tx *t, struct adom *d)
+{
+	const Xstagent__DomainConfig *c = d->cfg;
+	struct xst_json *j;
+	const char *text;
+	size_t len;
+	int rv;
+
+	rv = xst_json_new(t, false, &j);
+	if (rv < 0)
+		return rv;
+	xst_json_map_open(j);
+	xst_json_kv_string(j, "name", d->name);
+	xst_json_kv_string(j, "uuid", d->uuid_str);
+	xst_json_kv_string(j, "type", c->type);
+	xst_json_kv_uint(j, "memory_mib", c->memory_mib);
+	xst_json_kv_uint(j, "maxmem_mib", c->maxmem_mib);
+	xst_json_kv_uint(j, "vcpus", c->vcpus);
+	xst_json_kv_uint(j, "maxvcpus", c->maxvcpus);
+	json_opt(j, "cpus", c->cpus);
+	xst_json_kv_uint(j, "cpu_weight", d->weight);
+	xst_json_kv_uint(j, "cpu_cap", d->cap);
+	xst_json_kv_string(j, "pool", c->pool);
+	json_opt(j, "kernel", c->kernel);
+	json_opt(j, "ramdisk", c->ramdisk);
+	json_opt(j, "cmdline", c->cmdline);
+	xst_json_kv_string(j, "on_poweroff", c->on_poweroff);
+	xst_json_kv_string(j, "on_reboot", c->on_reboot);
+	xst_json_kv_string(j, "on_crash", c->on_crash);
+	xst_json_kv_string(j, "on_soft_reset", c->on_soft_reset);
+	json_opt(j, "workload", c->workload);
+	xst_json_kv_string(j, "core", c->core);
+	xst_json_map_close(j);
+	rv = xst_json_finish(j, &text, &len);
+	if (rv == 0)
+		rv = tx_record(t, REC_CONFIG, text, len, NULL, 0, NULL, 0);
+	talloc_free(j);
+	return rv;
+}
+
+int stream_npages(struct adom *d, uint64_t *npages)
+{
+	Xstdom__Info *info;
+	void *tmp = talloc_new(d);
+	int rv = tmp ? adom_info(d, tmp, &info) : -ENOMEM;
+
+	if (rv == 0)
+		*npages = info->mem_max_kib / (STREAM_PAGE / 1024);
+	talloc_free(tmp);
+	return rv;
+}
+
+static bool bit(const uint8_t *map, size_t len, uint64_t n)
+{
+	return n / 8 < len && (map[n / 8] >> (n % 8)) & 1;
+}
+
+/* Read count pages from gfn and send the non-zero ones as one PAGES record. */
+static int tx_batch(struct stream_tx *t, struct adom *d, uint64_t gfn, uint32_t count,
+		    char **msg, void *ctx)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__PageRange pr = XSTDOM__PAGE_RANGE__INIT;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(ctx);
+	uint8_t head[8], *gfns, *data;
+	uint32_t i, n = 0;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	pr.first_gfn = gfn;
+	pr.count = count;
+	req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
+	req.read_pages = &pr;
+	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, msg);
+	if (rv < 0)
+		goto out;
+	if (rep->body_case != XSTDOM__REPLY__BODY_PAGES ||
+	    rep->pages->data.len != (size_t)count * STREAM_PAGE) {
+		rv = -EPROTO;
+		goto out;
+	}
+	gfns = talloc_size(tmp, (size_t)count * 8);
+	data = rep->pages->data.data;
+	if (!gfns) {
+		rv = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < count; i++) {
+		const uint8_t *pg = data + (size_t)i * STREAM_PAGE;
+
+		if (page_is_zero(pg)) {
+			t->pages_zero++;
+			continue;
+		}
+		put64(gfns + (size_t)n * 8, gfn + i);
+		if (n != i)
+			memmove(data + (size_t)n * STREAM_PAGE, pg, STREAM_PAGE);
+		n++;
+	}
+	rv = 0;
+	if (n) {
+		put32(head, n);
+		put32(head + 4, 0);
+		rv = tx_record(t, REC_PAGES, head, 8, gfns, (size_t)n * 8, data,
+			       (size_t)n * STREAM_PAGE);
+		t->pages_sent += n;
+	}
+out:
+	talloc_free(tmp);
+	return rv;
+}
+
+int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
+		    size_t bitmap_len, char **msg, void *ctx)
+{
+	uint64_t gfn = 0, end;
+	int rv;
+
+	while (gfn < npages) {
+		if (bitmap && !bit(bitmap, bitmap_len, gfn)) {
+			gfn++;
+			continue;
+		}
+		end = gfn + 1;
+		while (end < npages && end - gfn < STREAM_BATCH &&
+		       (!bitmap || bit(bitmap, bitmap_len, end)))
+			end++;
+		rv = tx_batch(t, d, gfn, end - gfn, msg, ctx);
+		if (rv < 0)
+			return rv;
+		gfn = end;
+	}
+	return 0;
+}
+
+struct xs_walk {
+	struct agent *a;
+	uint8_t *buf;
+	size_t len;
+	unsigned int nodes;
+};
+
+static int xs_walk(struct xs_walk *w, const char *base, const char *rel, unsigned int depth)
+{
+	char *path = rel[0] ? talloc_asprintf(w->buf, "%s/%s", base, rel) : talloc_strdup(w->buf, base);
+	char **names, *val;
+	unsigned int n, i;
+	size_t vlen;
+	int rv;
+
+	if (!path)
+		return -ENOMEM;
+	if (depth > XS_MAX_DEPTH || ++w->nodes > XS_MAX_NODES)
+		return -E2BIG;
+	if (rel[0] && xs_client_read(w->a->xs, 0, path, path, &val, &vlen) == 0) {
+		size_t rl = strlen(rel), need = w->len + 8 + rl + vlen;
+		uint8_t *nb = talloc_realloc(NULL, w->buf, uint8_t, need);
+
+		if (!nb)
+			return -ENOMEM;
+		w->buf = nb;
+		put32(nb + w->len, rl);
+		put32(nb + w->len + 4, vlen);
+		memcpy(nb + w->len + 8, rel, rl);
+		memcpy(nb + w->len + 8 + rl, val, vlen);
+		w->len = need;
+	}
+	rv = xs_client_directory(w->a->xs, 0, path, path, &names, &n);
+	if (rv < 0)
+		return 0; /* vanished meanwhile */
+	for (i = 0; i < n; i++) {
+		char *sub = rel[0] ? talloc_asprintf(path, "%s/%s", rel, names[i])
+				   : talloc_strdup(path, names[i]);
+
+		if (!sub)
+			return -ENOMEM;
+		rv = xs_walk(w, base, sub, depth + 1);
+		if (rv < 0)
+			return rv;
+	}
+	talloc_free(path);
+	return 0;
+}
+
+int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
+{
+	struct xs_walk w = { .a = d->a };
+	char *base;
+	int rv;
+
+	w.buf = talloc_size(NULL, 1);
+	base = w.buf ? talloc_asprintf(w.buf, "/local/domain/%u", d->domid) : NULL;
+	if (!base) {
+		talloc_free(w.buf);
+		return -ENOMEM;
+	}
+	rv = xs_walk(&w, base, "", 0);
+	if (rv == 0)
+		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
+	talloc_free(w.buf);
+	return rv;
+}
+
+int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(ctx);
+	uint8_t *buf;
+	size_t len;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	req.body_case = XSTDOM__REQUEST__BODY_STATE_SAVE;
+	req.state_save = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, msg);
+	if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_STATE)
+		rv = -EPROTO;
+	if (rv == 0)
+		rv = xst_rpc_pack(&rep->state->base, tmp, &buf, &len);
+	if (rv == 0)
+		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+	talloc_free(tmp);
+	return rv;
+}
+
+int stream_tx_end(struct stream_tx *t)
+{
+	uint8_t h[8];
+	int rv;
+
+	put64(h, t->hash);
+	rv = tx_record(t, REC_END, h, 8, NULL, 0, NULL, 0);
+	if (rv == 0)
+		rv = stream_tx_flush(t);
+	return rv;
+}
+
+/* ---------------------------------------------------------------- checks */
+
+static int check_header(const uint8_t *p, size_t len, uint64_t *npages, char core[16], char *err,
+			size_t errlen)
+{
+	if (len < 40 || memcmp(p, STREAM_MAGIC, 8) != 0) {
+		snprintf(err, errlen, "not an xst save stream (bad magic)");
+		return -EINVAL;
+	}
+	if (get32(p + 8) != STREAM_VERSION || get32(p + 12) != STREAM_PAGE) {
+		snprintf(err, errlen, "unsupported stream version %u / page size %u", get32(p + 8),
+			 get32(p + 12));
+		return -EINVAL;
+	}
+	*npages = get64(p + 16);
+	memcpy(core, p + 24, 15);
+	core[15] = 0;
+	return 0;
+}
+
+int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	uint64_t h = FNV_INIT, npages, off = 0;
+	char core[16];
+	bool first = true;
+
+	while (off + HDR_LEN <= len) {
+		uint32_t type = get32(buf + off);
+		uint64_t rl = get64(buf + off + 8), total;
+
+		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_END) {
+			snprintf(err, errlen, "corrupt record at offset %" PRIu64, off);
+			return -EINVAL;
+		}
+		total = HDR_LEN + pad8(rl);
+		if (off + total > len)
+			break;
+		if (first && (type != REC_HEADER ||
+			      check_header(buf + off + HDR_LEN, rl, &npages, core, err, errlen) < 0)) {
+			if (type != REC_HEADER)
+				snprintf(err, errlen, "not an xst save stream (no header)");
+			return -EINVAL;
+		}
+		first = false;
+		if (type == REC_END) {
+			if (rl != 8 || get64(buf + off + HDR_LEN) != h) {
+				snprintf(err, errlen, "checksum mismatch: the file is corrupted");
+				return -EINVAL;
+			}
+			if (off + total != len) {
+				snprintf(err, errlen, "trailing bytes after the end record");
+				return -EINVAL;
+			}
+			return 0;
+		}
+		h = fnv(h, buf + off, total);
+		off += total;
+	}
+	snprintf(err, errlen, first ? "not an xst save stream (too short)"
+				    : "truncated (no end record after %" PRIu64 " bytes)", off);
+	return -EINVAL;
+}
+
+/* ---------------------------------------------------------------- receiver */
+
+struct stream_rx {
+	struct agent *a;
+	bool paused;
+	uint8_t *buf;
+	size_t len, cap;
+	uint64_t hash;
+	uint64_t npages;
+	char core[16];
+	bool have_header, have_state, done, failed;
+	struct adom *d;
+	uint8_t *xs;      /* XENSTORE payload */
+	size_t xs_len;
+	char *error;
+};
+
+static int rx_fail(struct stream_rx *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int rx_fail(struct stream_rx *r, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r->error) {
+		va_start(ap, fmt);
+		r->error = talloc_vasprintf(r, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+int stream_rx_new(struct agent *a, void *ctx, bool paused, struct stream_rx **out)
+{
+	struct stream_rx *r = talloc_zero(ctx, struct stream_rx);
+
+	if (!r)
+		return -ENOMEM;
+	r->a = a;
+	r->paused = paused;
+	r->hash = FNV_INIT;
+	*out = r;
+	return 0;
+}
+
+void stream_rx_abort(struct stream_rx *r, const char *why)
+{
+	char *msg = NULL;
+
+	if (r->d) {
+		agent_log(r->a, "incoming domain %u (%s): %s: destroying it", r->d->domid,
+			  r->d->name, why);
+		adom_destroy(r->d, &msg, r);
+		r->d = NULL;
+	}
+	r->failed = true;
+}
+
+static const char *jstr(const struct xst_json_value *o, const char *key)
+{
+	const struct xst_json_value *v = xst_json_get(o, key);
+
+	return v && v->type == XST_JSON_STRING ? v->s : NULL;
+}
+
+static int juint(const struct xst_json_value *o, const char *key, uint64_t *out)
+{
+	const struct xst_json_value *v = xst_json_get(o, key);
+
+	if (!v || v->type != XST_JSON_NUMBER || !v->is_int || v->i < 0)
+		return -EINVAL;
+	*out = v->i;
+	return 0;
+}
+
+static int parse_uuid(const char *s, uint8_t u[16])
+{
+	unsigned int i, k = 0;
+
+	for (i = 0; s[i] && k < 32; i++) {
+		char c = s[i];
+		int v;
+
+		if (c == '-')
+			continue;
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return -EINVAL;
+		if (k % 2 == 0)
+			u[k / 2] = v << 4;
+		else
+			u[k / 2] |= v;
+		k++;
+	}
+	return k == 32 && !s[i] ? 0 : -EINVAL;
+}
+
+static char *dupopt(void *ctx, const char *s)
+{
+	return s ? talloc_strdup(ctx, s) : NULL;
+}
+
+static int config_from_json(void *ctx, const char *text, Xstagent__DomainConfig **out, char *err,
+			    size_t errlen)
+{
+	Xstagent__DomainConfig *c = talloc_zero(ctx, Xstagent__DomainConfig);
+	struct xst_json_value *v;
+	uint64_t n[6];
+	const char *u;
+	int rv;
+
+	if (!c)
+		return -ENOMEM;
+	xstagent__domain_config__init(c);
+	rv = xst_json_parse(c, text, &v, err, errlen);
+	if (rv < 0)
+		return rv;
+	if (juint(v, "memory_mib", &n[0]) || juint(v, "maxmem_mib", &n[1]) ||
+	    juint(v, "vcpus", &n[2]) || juint(v, "maxvcpus", &n[3]) ||
+	    juint(v, "cpu_weight", &n[4]) || juint(v, "cpu_cap", &n[5]) || !jstr(v, "name") ||
+	    !jstr(v, "type") || !jstr(v, "pool") || !jstr(v, "core") || !jstr(v, "on_poweroff") ||
+	    !jstr(v, "on_reboot") || !jstr(v, "on_crash") || !jstr(v, "on_soft_reset") ||
+	    n[2] > 4096 || n[3] > 4096 || n[4] > 65535 || n[5] > UINT32_MAX) {
+		snprintf(err, errlen, "config record: missing or bad fields");
+		return -EINVAL;
+	}
+	c->name = talloc_strdup(c, jstr(v, "name"));
+	c->type = talloc_strdup(c, jstr(v, "type"));
+	c->memory_mib = n[0];
+	c->maxmem_mib = n[1];
+	c->vcpus = n[2];
+	c->maxvcpus = n[3];
+	c->cpu_weight = n[4];
+	c->cpu_cap = n[5];
+	c->cpus = dupopt(c, jstr(v, "cpus"));
+	c->pool = talloc_strdup(c, jstr(v, "pool"));
+	c->kernel = dupopt(c, jstr(v, "kernel"));
+	c->ramdisk = dupopt(c, jstr(v, "ramdisk"));
+	c->cmdline = dupopt(c, jstr(v, "cmdline"));
+	c->on_poweroff = talloc_strdup(c, jstr(v, "on_poweroff"));
+	c->on_reboot = talloc_strdup(c, jstr(v, "on_reboot"));
+	c->on_crash = talloc_strdup(c, jstr(v, "on_crash"));
+	c->on_soft_reset = talloc_strdup(c, jstr(v, "on_soft_reset"));
+	c->workload = dupopt(c, jstr(v, "workload"));
+	c->core = talloc_strdup(c, jstr(v, "core"));
+	u = jstr(v, "uuid");
+	if (u) {
+		c->uuid.data = talloc_size(c, 16);
+		if (!c->uuid.data || parse_uuid(u, c->uuid.data) < 0) {
+			snprintf(err, errlen, "config record: bad uuid");
+			return -EINVAL;
+		}
+		c->uuid.len = 16;
+		c->has_uuid = true;
+	}
+	talloc_free(v);
+	*out = c;
+	return 0;
+}
+
+static int write_run(struct stream_rx *r, uint64_t gfn, const uint8_t *data, uint32_t count)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__WritePages wp = XSTDOM__WRITE_PAGES__INIT;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(r);
+	char *msg = NULL;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	wp.first_gfn = gfn;
+	wp.data.data = (uint8_t *)data;
+	wp.data.len = (size_t)count * STREAM_PAGE;
+	req.body_case = XSTDOM__REQUEST__BODY_WRITE_PAGES;
+	req.write_pages = &wp;
+	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	if (rv < 0)
+		rx_fail(r, rv, "writing pages at gfn %" PRIu64 ": %s", gfn, msg ? msg : strerror(-rv));
+	talloc_free(tmp);
+	return rv;
+}
+
+/* A fresh domain may hold a loaded kernel: zero every non-zero page (but the ring), so
+ * pages absent from the stream read as zero. */
+static int rx_scrub(struct stream_rx *r)
+{
+	static const uint8_t zero[STREAM_PAGE];
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__PageRange pr = XSTDOM__PAGE_RANGE__INIT;
+	Xstdom__Reply *rep;
+	uint64_t gfn;
+	uint32_t i, count;
+	char *msg = NULL;
+	int rv;
+
+	for (gfn = 0; gfn < r->npages; gfn += count) {
+		void *tmp = talloc_new(r);
+
+		count = r->npages - gfn < STREAM_BATCH ? r->npages - gfn : STREAM_BATCH;
+		pr.first_gfn = gfn;
+		pr.count = count;
+		req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
+		req.read_pages = &pr;
+		rv = tmp ? adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg) : -ENOMEM;
+		if (rv == 0 && (rep->body_case != XSTDOM__REPLY__BODY_PAGES ||
+				rep->pages->data.len != (size_t)count * STREAM_PAGE))
+			rv = -EPROTO;
+		for (i = 0; rv == 0 && i < count; i++)
+			if (gfn + i != r->d->ring_gfn &&
+			    !page_is_zero(rep->pages->data.data + (size_t)i * STREAM_PAGE))
+				rv = write_run(r, gfn + i, zero, 1);
+		talloc_free(tmp);
+		if (rv < 0)
+			return rx_fail(r, rv, "clearing the new domain's memory: %s",
+				       msg ? msg : strerror(-rv));
+	}
+	return 0;
+}
+
+static int rx_config(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	Xstagent__DomainConfig *cfg;
+	char err[256], *text, *msg = NULL;
+	const char *here = r->a->core;
+	uint64_t np;
+	int rv;
+
+	if (r->d)
+		return rx_fail(r, -EINVAL, "a second config record");
+	text = talloc_strndup(r, (const char *)p, len);
+	if (!text)
+		return -ENOMEM;
+	rv = config_from_json(r, text, &cfg, err, sizeof(err));
+	if (rv < 0)
+		return rx_fail(r, rv, "%s", rv == -ENOMEM ? "out of memory" : err);
+	if (strcmp(here, "auto") != 0 && strcmp(here, r->core) != 0)
+		return rx_fail(r, -EOPNOTSUPP,
+			       "core mismatch: the domain runs on the %s core, this host's agent "
+			       "uses %s", r->core, here);
+	/* The same core as the source, never "auto": a kvm guest must not land on sim. */
+	cfg->core = talloc_strdup(cfg, r->core);
+	if (!cfg->core)
+		return -ENOMEM;
+	rv = adom_create(r->a, cfg, true, &r->d, &msg, r);
+	if (rv < 0)
+		return rx_fail(r, rv, "%s", msg ? msg : strerror(-rv));
+	rv = stream_npages(r->d, &np);
+	if (rv < 0)
+		return rx_fail(r, rv, "domain %u: %s", r->d->domid, strerror(-rv));
+	if (np != r->npages)
+		return rx_fail(r, -EINVAL, "memory size mismatch: stream has %" PRIu64
+			       " pages, the new domain %" PRIu64, r->npages, np);
+	return rx_scrub(r);
+}
+
+static int rx_pages(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	uint32_t count, i, run;
+	const uint8_t *gfns, *data;
+	int rv;
+
+	if (!r->d)
+		return rx_fail(r, -EINVAL, "pages before the config record");
+	if (len < 8)
+		return rx_fail(r, -EINVAL, "short pages record");
+	count = get32(p);
+	if (count == 0 || count > STREAM_BATCH || len != 8 + (size_t)count * (8 + STREAM_PAGE))
+		return rx_fail(r, -EINVAL, "malformed pages record");
+	gfns = p + 8;
+	data = gfns + (size_t)count * 8;
+	for (i = 0; i < count; i += run) {
+		uint64_t g = get64(gfns + (size_t)i * 8);
+
+		if (g >= r->npages)
+			return rx_fail(r, -EINVAL, "page %" PRIu64 " beyond the guest's memory", g);
+		if (g == r->d->ring_gfn) { /* the fresh ring, introduced to xstored, stays */
+			run = 1;
+			continue;
+		}
+		for (run = 1; i + run < count && get64(gfns + (size_t)(i + run) * 8) == g + run &&
+			      g + run != r->d->ring_gfn && g + run < r->npages; run++)
+			;
+		rv = write_run(r, g, data + (size_t)i * STREAM_PAGE, run);
+		if (rv < 0)
+			return rv;
+	}
+	return 0;
+}
+
+static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Reply *rep;
+	ProtobufCMessage *m;
+	void *tmp = talloc_new(r);
+	char *msg = NULL;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	if (!r->d) {
+		rv = rx_fail(r, -EINVAL, "state before the config record");
+		goto out;
+	}
+	rv = xst_rpc_unpack(&xstdom__state_blob__descriptor, p, len, tmp, &m);
+	if (rv < 0) {
+		rx_fail(r, rv, "state record does not unpack");
+		goto out;
+	}
+	req.body_case = XSTDOM__REQUEST__BODY_STATE_LOAD;
+	req.state_load = (Xstdom__StateBlob *)m;
+	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	if (rv < 0)
+		rx_fail(r, rv, "loading the vm state: %s", msg ? msg : strerror(-rv));
+	else
+		r->have_state = true;
+out:
+	talloc_free(tmp);
+	return rv;
+}
+
+/* Recreate the guest's own nodes (data/..., device/...) that the layout did not. */
+static void rx_xenstore(struct stream_rx *r)
+{
+	size_t off = 0;
+	void *tmp = talloc_new(r);
+
+	while (tmp && off + 8 <= r->xs_len) {
+		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
+		char *path, *old;
+		size_t olen;
+
+		if (off + 8 + (size_t)pl + vl > r->xs_len)
+			break;
+		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
+				       (const char *)r->xs + off + 8);
+		if (path && !strstr(path, "..") &&
+		    xs_client_read(r->a->xs, 0, path, tmp, &old, &olen) == -ENOENT)
+			xs_client_write(r->a->xs, 0, path, r->xs + off + 8 + pl, vl);
+		off += 8 + (size_t)pl + vl;
+	}
+	talloc_free(tmp);
+}
+
+static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	char *msg = NULL;
+	int rv;
+
+	if (len != 8 || get64(p) != r->hash)
+		return rx_fail(r, -EINVAL, "checksum mismatch: the stream is corrupted");
+	if (!r->d || !r->have_state)
+		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
+	if (r->xs)
+		rx_xenstore(r);
+	if (!r->paused) {
+		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
+		req.unpause = &e;
+		rv = adom_call(r->d, &req, AGENT_CALL_MS, r, &rep, &msg);
+		if (rv < 0)
+			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
+	}
+	rv = adom_save_config(r->d);
+	if (rv < 0)
+		agent_log(r->a, "domain %u: storing its config: %s", r->d->domid, strerror(-rv));
+	r->done = true;
+	return 0;
+}
+
+static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_t len)
+{
+	char err[160];
+
+	if (r->done)
+		return rx_fail(r, -EINVAL, "data after the end record");
+	if (!r->have_header) {
+		if (type != REC_HEADER)
+			return rx_fail(r, -EINVAL, "not an xst save stream (no header)");
+		if (check_header(p, len, &r->npages, r->core, err, sizeof(err)) < 0)
+			return rx_fail(r, -EINVAL, "%s", err);
+		r->have_header = true;
+		return 0;
+	}
+	switch (type) {
+	case REC_CONFIG: return rx_config(r, p, len);
+	case REC_PAGES: return rx_pages(r, p, len);
+	case REC_STATE: return rx_state(r, p, len);
+	case REC_END: return rx_end(r, p, len);
+	case REC_XENSTORE:
+		talloc_free(r->xs);
+		r->xs = talloc_memdup(r, p, len ? len : 1);
+		r->xs_len = len;
+		return r->xs ? 0 : -ENOMEM;
+	default:
+		return rx_fail(r, -EINVAL, "unknown record type %u", type);
+	}
+}
+
+int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+	int rv = 0;
+
+	if (r->failed)
+		return rx_fail(r, -EINVAL, "stream already failed");
+	if (r->len + len > r->cap) {
+		size_t cap = (r->len + len) * 2;
+		uint8_t *nb = talloc_realloc(r, r->buf, uint8_t, cap);
+
+		if (!nb)
+			return rx_fail(r, -ENOMEM, "out of memory");
+		r->buf = nb;
+		r->cap = cap;
+	}
+	memcpy(r->buf + r->len, buf, len);
+	r->len += len;
+	while (r->len - off >= HDR_LEN) {
+		const uint8_t *h = r->buf + off;
+		uint32_t type = get32(h);
+		uint64_t rl = get64(h + 8), total;
+
+		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_END) {
+			rv = rx_fail(r, -EINVAL, "corrupt record header");
+			break;
+		}
+		total = HDR_LEN + pad8(rl);
+		if (r->len - off < total)
+			break;
+		rv = rx_record(r, type, h + HDR_LEN, rl);
+		if (rv < 0)
+			break;
+		if (type != REC_END)
+			r->hash = fnv(r->hash, h, total);
+		off += total;
+	}
+	memmove(r->buf, r->buf + off, r->len - off);
+	r->len -= off;
+	if (rv < 0) {
+		rx_fail(r, rv, "%s", strerror(-rv));
+		stream_rx_abort(r, r->error);
+	}
+	return rv;
+}
+
+bool stream_rx_done(const struct stream_rx *r)
+{
+	return r->done;
+}
+
+const char *stream_rx_error(const struct stream_rx *r)
+{
+	return r->error ? r->error : "incomplete stream";
+}
+
+struct adom *stream_rx_domain(const struct stream_rx *r)
+{
+	return r->done ? r->d : NULL;
+}
