@@ -132,6 +132,13 @@ unsigned int pool_ndomains(struct agent *a, const struct pool *p);
 int pool_cpus_text(const uint64_t map[16], void *ctx, char **out);
 unsigned int pool_ncpus(const uint64_t map[16]);
 
+/* save.c, migrate.c: handlers of Save, Restore, Migrate, MigData; on failure they
+ * return -errno with rep->message set. */
+int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, void *ctx);
+int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *rep, void *ctx);
+int migrate_send(struct agent *a, const Xstagent__Migrate *m, Xstagent__Reply *rep, void *ctx);
+int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *rep, void *ctx);
+
 /* ctl.c */
 void ctl_serve(struct agent *a, struct xst_rpc *srv);
 
