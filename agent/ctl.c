@@ -852,6 +852,26 @@ static int h_domname(struct call *c)
 	return 0;
 }
 
+static int h_save(struct call *c)
+{
+	return save_save(c->a, c->req->save, c->rep, c->ctx);
+}
+
+static int h_restore(struct call *c)
+{
+	return save_restore(c->a, c->req->restore, c->rep, c->ctx);
+}
+
+static int h_migrate(struct call *c)
+{
+	return migrate_send(c->a, c->req->migrate, c->rep, c->ctx);
+}
+
+static int h_mig_data(struct call *c)
+{
+	return migrate_recv(c->a, c->req->mig_data, c->rep, c->ctx);
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(struct call *c);
@@ -880,6 +900,10 @@ static const struct {
 	[XSTAGENT__REQUEST__BODY_DEBUG_KEYS] = { "debug-keys", h_debug_keys },
 	[XSTAGENT__REQUEST__BODY_DOMID] = { "domid", h_domid },
 	[XSTAGENT__REQUEST__BODY_DOMNAME] = { "domname", h_domname },
+	[XSTAGENT__REQUEST__BODY_SAVE] = { "save", h_save },
+	[XSTAGENT__REQUEST__BODY_RESTORE] = { "restore", h_restore },
+	[XSTAGENT__REQUEST__BODY_MIGRATE] = { "migrate", h_migrate },
+	[XSTAGENT__REQUEST__BODY_MIG_DATA] = { "mig-data", h_mig_data },
 };
 
 void ctl_serve(struct agent *a, struct xst_rpc *srv)
