@@ -16,6 +16,12 @@ const char *xst_agent_url = XST_DEFAULT_AGENT;
 bool xst_json;
 const char *xst_cmd_name = "xst";
 
+/* tools/cmd_save.c, tools/cmd_migrate.c */
+int cmd_save(void *ctx, int argc, char **argv);
+int cmd_restore(void *ctx, int argc, char **argv);
+int cmd_migrate(void *ctx, int argc, char **argv);
+int cmd_migrate_cancel(void *ctx, int argc, char **argv);
+
 static const struct xst_cmd cmds[] = {
 	{ "create", cmd_create, "Create a domain from a config file",
 	  "[-p] [-c] [-n|--dry-run] CONFIG_FILE [KEY=VALUE ...]\n"
@@ -61,6 +67,20 @@ static const struct xst_cmd cmds[] = {
 	{ "debug-keys", cmd_debug_keys, "Dump the agent's state (into its log, and printed)",
 	  "[KEYS]" },
 	{ "top", cmd_top, "Monitor host and domains (batch mode only)", "-b [--json]" },
+	{ "save", cmd_save, "Save a domain state to restore later",
+	  "[-c] [-p] DOMAIN FILE\n  -c  leave the domain running after saving (checkpoint)\n"
+	  "  -p  with -c: leave it paused" },
+	{ "restore", cmd_restore, "Restore a domain from a saved state",
+	  "[-p] [-e] [-c] FILE\n  -p  leave the domain paused\n"
+	  "  -e  do not wait for the domain (xst never waits)\n  -c  attach to the console" },
+	{ "migrate", cmd_migrate, "Migrate a domain to another host (its xst-agent)",
+	  "[--downtime MS] [--max-rounds N] DOMAIN HOST\n"
+	  "  HOST           ADDR[:PORT] (port 8003) or tcp://ADDR:PORT of the agent there\n"
+	  "  --downtime MS  stop-and-copy budget (default 30)\n"
+	  "  --max-rounds N pre-copy rounds at most (default 30)\n"
+	  "  Ctrl-C cancels (the domain keeps running here)" },
+	{ "migrate-cancel", cmd_migrate_cancel, "Cancel a running migration",
+	  "DOMAIN [HOST]" },
 	{ "help", cmd_help, "Print help for a command", "[COMMAND]" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
