@@ -799,8 +799,9 @@ static int h_debug_keys(struct call *c)
 	char *s;
 
 	s = talloc_asprintf(c->ctx, "xst-agent state: rundir %s, xenstored %s, core %s, pid %d\n"
-				    "domains: %u, next domid %u\n",
-			    a->rundir, a->xenstored, a->core, (int)getpid(), a->ndoms, a->next_domid);
+				    "domains: %u, next domid %u, talloc blocks %zu bytes %zu\n",
+			    a->rundir, a->xenstored, a->core, (int)getpid(), a->ndoms, a->next_domid,
+			    talloc_total_blocks(a), talloc_total_size(a));
 	for (d = a->doms; d && s; d = d->next)
 		s = talloc_asprintf_append(s, "  domain %u %s uuid %s pid %d %s pool %s weight %u "
 					      "cap %u events-seq %" PRIu64 " ring-gfn %" PRIu64 "\n",

@@ -232,5 +232,10 @@ int layout_dom0(struct agent *a)
 
 	if (rv == 0)
 		rv = layout_xs_write(a, "/local/domain/0/domid", "0");
+	/* The parents of every domain's /vm/<uuid> and /libxl/<domid> stay, as with libxl. */
+	if (rv == 0)
+		rv = xs_client_mkdir(a->xs, 0, "/vm");
+	if (rv == 0)
+		rv = xs_client_mkdir(a->xs, 0, "/libxl");
 	return rv;
 }

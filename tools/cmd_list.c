@@ -135,6 +135,8 @@ int cmd_vcpu_list(void *ctx, int argc, char **argv)
 		Xstagent__Reply *rep;
 		char id[16];
 
+		if (doms[i]->domid == 0)
+			continue; /* the host's cpus are not vcpus of a domain */
 		snprintf(id, sizeof(id), "%u", doms[i]->domid);
 		if (xst_call_dom(ctx, XSTAGENT__REQUEST__BODY_VCPU_LIST, id, &rep) < 0)
 			return 1;
