@@ -656,6 +656,7 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 	const char *action = action_for(d->cfg, reason);
 	Xstagent__DomainConfig *cfg;
 	char *msg = NULL;
+	bool restart;
 
 	if (d->state == ADOM_PRESERVED)
 		return;
@@ -682,6 +683,8 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 		return;
 	}
 	cfg = config_copy(d->cfg, a);
+	/* action may point into d, which the destroy below frees. */
+	restart = strcmp(action, "restart") == 0 || strcmp(action, "rename-restart") == 0;
 	if (strcmp(action, "rename-restart") == 0) {
 		/* Keep the old one under a new name, start a fresh one with the name. */
 		char *old = talloc_asprintf(d, "%s-%u", d->name, d->domid);
@@ -701,7 +704,7 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 	} else {
 		adom_destroy(d, &msg, a);
 	}
-	if (cfg && (strcmp(action, "restart") == 0 || strcmp(action, "rename-restart") == 0))
+	if (cfg && restart)
 		restart_with(a, cfg);
 	talloc_free(cfg);
 }
