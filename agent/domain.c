@@ -653,9 +653,13 @@ static void restart_with(struct agent *a, Xstagent__DomainConfig *cfg)
 static void act_on_shutdown(struct adom *d, int reason, bool dead)
 {
 	struct agent *a = d->a;
-	const char *action = action_for(d->cfg, reason);
+	char act[32];
+	const char *action = act;
 	Xstagent__DomainConfig *cfg;
 	char *msg = NULL;
+
+	/* A copy: destroying d below frees its config. */
+	snprintf(act, sizeof(act), "%s", action_for(d->cfg, reason));
 	bool restart;
 
 	if (d->state == ADOM_PRESERVED)

@@ -16,6 +16,8 @@ class Host:
         self.xsd = Xstored(tmp_path / "xs")
         (tmp_path / "xs").mkdir()
         self.agent = None
+        self.agent_rc = 0
+        self.agent_err = ""
         self.url = "ipc://" + self.rundir + "/agent.ipc"
 
     def start(self):
@@ -84,6 +86,9 @@ class Host:
                 self.agent.wait(10)
             except subprocess.TimeoutExpired:
                 self.agent.kill()
+            # A clean stop (no sanitizer report) exits 0.
+            self.agent_rc = self.agent.wait()
+            self.agent_err = self.agent.stderr.read()
         # Nothing may outlive the test: domain processes left by a failure are killed.
         for name in os.listdir(self.rundir) if os.path.isdir(self.rundir) else []:
             if name.endswith(".state"):
