@@ -31,7 +31,7 @@
 #include "agent/stream.h"
 #include "proto/rpc.h"
 
-#define MIG_CALL_MS 20000
+#define MIG_CALL_MS 10000
 #define MIG_DEFAULT_DOWNTIME_MS 30
 #define MIG_DEFAULT_ROUNDS 30
 #define MIG_MIN_RATE (50.0 * 1024 * 1024) /* bytes/s assumed before a measurement */
@@ -41,6 +41,7 @@ struct mig_out {
 	struct xst_rpc *rpc;
 	uint64_t session;
 	char *dest_msg; /* the destination's error message */
+	bool transport; /* the last chunk got no answer (lost, timed out) */
 	void *ctx;
 };
 
@@ -64,6 +65,7 @@ static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 	req.mig_data = &md;
 	rv = xst_rpc_call_msg(o->rpc, &req.base, MIG_CALL_MS, &xstagent__reply__descriptor, tmp,
 			      &m);
+	o->transport = rv < 0;
 	if (rv < 0) {
 		o->dest_msg = talloc_asprintf(o->ctx, "destination agent %s: %s",
 					      xst_rpc_url(o->rpc), strerror(-rv));
@@ -94,6 +96,43 @@ static void mig_abort(struct mig_out *o)
 	if (tmp)
 		xst_rpc_call_msg(o->rpc, &req.base, 5000, &xstagent__reply__descriptor, tmp, &m);
 	talloc_free(tmp);
+}
+
+/* After the end record went out unanswered: does the destination run the domain?
+ * 1 yes, 0 no, -errno when it cannot be asked. */
+static int dest_runs(struct mig_out *o, const char *url, const char *name)
+{
+	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
+	Xstagent__ListReq lr = XSTAGENT__LIST_REQ__INIT;
+	Xstagent__Reply *rep;
+	ProtobufCMessage *m;
+	struct xst_rpc *rpc;
+	int i, rv = -ETIMEDOUT;
+
+	lr.dom = (char *)name;
+	req.body_case = XSTAGENT__REQUEST__BODY_LIST;
+	req.list = &lr;
+	for (i = 0; i < 3; i++) {
+		void *tmp = talloc_new(o->ctx);
+
+		if (!tmp)
+			return -ENOMEM;
+		rv = xst_rpc_dial(tmp, url, &rpc);
+		if (rv == 0)
+			rv = xst_rpc_call_msg(rpc, &req.base, 3000, &xstagent__reply__descriptor, tmp,
+					      &m);
+		if (rv == 0) {
+			rep = (Xstagent__Reply *)m;
+			rv = rep->error == 0 && rep->body_case == XSTAGENT__REPLY__BODY_DOMAINS &&
+			     rep->domains->n_domain == 1 &&
+			     strchr(rep->domains->domain[0]->state, 's') == NULL;
+			talloc_free(tmp);
+			return rv;
+		}
+		talloc_free(tmp);
+		usleep(500000);
+	}
+	return rv;
 }
 
 static int dom_simple(struct adom *d, Xstdom__Request__BodyCase bc, void *ctx, char **msg)
@@ -239,7 +278,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	what = "preparing the destination";
 	rv = stream_tx_new(ctx, mig_sink, &o, &t);
 	if (rv == 0)
-		rv = stream_tx_header(t, info->core, npages);
+		rv = stream_tx_header(t, info->core, npages, was_paused ? STREAM_F_PAUSED : 0);
 	if (rv == 0)
 		rv = stream_tx_config(t, d);
 	if (rv == 0)
@@ -363,6 +402,32 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 fail:
 	(void)committed;
 	note_dest(a, domid, name, NULL);
+	if (o.transport && strcmp(what, "handing over") == 0) {
+		/* The destination may run it already: never resume a second copy blindly. */
+		int runs = dest_runs(&o, url, name);
+
+		if (runs == 1) {
+			agent_log(a, "domain %u (%s): the end record got no answer, but %s runs "
+				  "it: handover complete", domid, name, url);
+			tdown = now_s() - tdown;
+			adom_destroy(d, &msg, ctx);
+			rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
+			rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, "
+						    "downtime %.1f ms, %" PRIu64 " bytes sent (the "
+						    "confirmation was lost; checked)", domid, name,
+						    url, now_s() - t0, tdown * 1000, t->bytes);
+			return 0;
+		}
+		if (runs < 0) {
+			rep->message = talloc_asprintf(
+				ctx, "migration of domain %u (%s): %s after the final state was sent, "
+				"and the destination cannot be asked whether it runs the domain: left "
+				"PAUSED here so that at most one copy runs; check %s, then `xst unpause "
+				"%s` or `xst destroy %s` here", domid, name, o.dest_msg, url, name, name);
+			agent_log(a, "%s", rep->message);
+			return -EHOSTUNREACH;
+		}
+	}
 	mig_abort(&o);
 	if (logging)
 		dirty_log(d, false, ctx, NULL);

@@ -104,7 +104,7 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	}
 	rv = stream_tx_new(ctx, file_sink, &fd, &t);
 	if (rv == 0)
-		rv = stream_tx_header(t, core, npages);
+		rv = stream_tx_header(t, core, npages, 0); /* restore runs it unless -p, as xl */
 	if (rv == 0)
 		rv = stream_tx_config(t, d);
 	if (rv == 0)

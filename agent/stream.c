@@ -140,9 +140,9 @@ static int tx_record(struct stream_tx *t, uint32_t type, const void *a, size_t a
 	return 0;
 }
 
-int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages)
+int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages, uint64_t flags)
 {
-	uint8_t h[40];
+	uint8_t h[48];
 
 	memset(h, 0, sizeof(h));
 	memcpy(h, STREAM_MAGIC, 8);
@@ -150,6 +150,7 @@ int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages)
 	put32(h + 12, STREAM_PAGE);
 	put64(h + 16, npages);
 	strncpy((char *)h + 24, core, 15);
+	put64(h + 40, flags);
 	return tx_record(t, REC_HEADER, h, sizeof(h), NULL, 0, NULL, 0);
 }
 
@@ -403,10 +404,10 @@ int stream_tx_end(struct stream_tx *t)
 
 /* ---------------------------------------------------------------- checks */
 
-static int check_header(const uint8_t *p, size_t len, uint64_t *npages, char core[16], char *err,
-			size_t errlen)
+static int check_header(const uint8_t *p, size_t len, uint64_t *npages, char core[16],
+			uint64_t *flags, char *err, size_t errlen)
 {
-	if (len < 40 || memcmp(p, STREAM_MAGIC, 8) != 0) {
+	if (len < 48 || memcmp(p, STREAM_MAGIC, 8) != 0) {
 		snprintf(err, errlen, "not an xst save stream (bad magic)");
 		return -EINVAL;
 	}
@@ -418,12 +419,13 @@ static int check_header(const uint8_t *p, size_t len, uint64_t *npages, char cor
 	*npages = get64(p + 16);
 	memcpy(core, p + 24, 15);
 	core[15] = 0;
+	*flags = get64(p + 40);
 	return 0;
 }
 
 int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
-	uint64_t h = FNV_INIT, npages, off = 0;
+	uint64_t h = FNV_INIT, npages, flags, off = 0;
 	char core[16];
 	bool first = true;
 
@@ -431,6 +433,10 @@ int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		uint32_t type = get32(buf + off);
 		uint64_t rl = get64(buf + off + 8), total;
 
+		if (first && type != REC_HEADER) {
+			snprintf(err, errlen, "not an xst save stream (no header)");
+			return -EINVAL;
+		}
 		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_END) {
 			snprintf(err, errlen, "corrupt record at offset %" PRIu64, off);
 			return -EINVAL;
@@ -439,7 +445,7 @@ int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		if (off + total > len)
 			break;
 		if (first && (type != REC_HEADER ||
-			      check_header(buf + off + HDR_LEN, rl, &npages, core, err, errlen) < 0)) {
+			      check_header(buf + off + HDR_LEN, rl, &npages, core, &flags, err, errlen) < 0)) {
 			if (type != REC_HEADER)
 				snprintf(err, errlen, "not an xst save stream (no header)");
 			return -EINVAL;
@@ -827,6 +833,12 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
 	if (r->xs)
 		rx_xenstore(r);
+	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
+	 * without fds, makes xstored reset the ring it already holds. */
+	rv = xs_client_introduce(r->a->xs, r->d->domid, r->d->ring_gfn, 1, NULL);
+	if (rv < 0)
+		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
+			       strerror(-rv));
 	if (!r->paused) {
 		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
 		req.unpause = &e;
@@ -843,6 +855,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 
 static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_t len)
 {
+	uint64_t flags;
 	char err[160];
 
 	if (r->done)
@@ -850,8 +863,10 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 	if (!r->have_header) {
 		if (type != REC_HEADER)
 			return rx_fail(r, -EINVAL, "not an xst save stream (no header)");
-		if (check_header(p, len, &r->npages, r->core, err, sizeof(err)) < 0)
+		if (check_header(p, len, &r->npages, r->core, &flags, err, sizeof(err)) < 0)
 			return rx_fail(r, -EINVAL, "%s", err);
+		if (flags & STREAM_F_PAUSED)
+			r->paused = true;
 		r->have_header = true;
 		return 0;
 	}

@@ -30,9 +30,11 @@ struct adom;
 #define STREAM_CHUNK (4u << 20)
 #define STREAM_MAX_RECORD (64u << 20)
 #define STREAM_BATCH 256u /* pages per read_pages / write_pages */
+#define STREAM_F_PAUSED 1u /* the domain was paused at the source: keep it paused */
 
 enum stream_rec {
-	REC_HEADER = 1,   /* magic[8], u32 version, u32 page size, u64 npages, char core[16] */
+	REC_HEADER = 1,   /* magic[8], u32 version, u32 page size, u64 npages, char core[16],
+			     u64 flags (STREAM_F_*) */
 	REC_CONFIG = 2,   /* the DomainConfig as JSON text */
 	REC_PAGES = 3,    /* u32 count, u32 0, u64 gfn[count], count pages */
 	REC_XENSTORE = 4, /* repeated {u32 path len, u32 value len, path, value}; paths
@@ -56,7 +58,7 @@ struct stream_tx {
 
 int stream_tx_new(void *ctx, stream_sink_fn sink, void *arg, struct stream_tx **out);
 int stream_tx_flush(struct stream_tx *t);
-int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages);
+int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages, uint64_t flags);
 int stream_tx_config(struct stream_tx *t, struct adom *d);
 /* Pages of d: all of 0..npages-1 when bitmap is NULL, else those whose bit is set
  * (little-endian u64 words, bit n = gfn n).  Zero pages are counted, not sent. */
