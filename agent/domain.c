@@ -128,7 +128,7 @@ static char *rpath(struct agent *a, void *ctx, uint32_t domid, const char *suffi
 /* Remove what a domain process leaves behind when it cannot clean up (kill -9). */
 static void remove_files(struct agent *a, uint32_t domid)
 {
-	static const char *const sfx[] = { "state", "ipc", "console", "events" };
+	static const char *const sfx[] = {"state", "ipc", "console", "events"};
 	unsigned int i;
 
 	for (i = 0; i < 4; i++) {
@@ -140,8 +140,8 @@ static void remove_files(struct agent *a, uint32_t domid)
 	}
 }
 
-int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
-	      Xstdom__Reply **rep, char **msg)
+int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, Xstdom__Reply **rep,
+	      char **msg)
 {
 	ProtobufCMessage *m;
 	int rv;
@@ -199,15 +199,23 @@ const char *adom_state_letters(struct adom *d, const Xstdom__Info *info, char bu
 		return buf;
 	}
 	switch (info->state) {
-	case XSTDOM__VM_STATE__RUNNING: buf[0] = 'r'; break;
-	case XSTDOM__VM_STATE__PAUSED: buf[2] = 'p'; break;
+	case XSTDOM__VM_STATE__RUNNING:
+		buf[0] = 'r';
+		break;
+	case XSTDOM__VM_STATE__PAUSED:
+		buf[2] = 'p';
+		break;
 	case XSTDOM__VM_STATE__SHUTDOWN:
 		buf[3] = 's';
 		if (info->has_shutdown_reason && info->shutdown_reason < 6)
 			buf[4] = reasons[info->shutdown_reason];
 		break;
-	case XSTDOM__VM_STATE__DYING: buf[5] = 'd'; break;
-	default: buf[1] = 'b'; break;
+	case XSTDOM__VM_STATE__DYING:
+		buf[5] = 'd';
+		break;
+	default:
+		buf[1] = 'b';
+		break;
 	}
 	return buf;
 }
@@ -281,14 +289,23 @@ int adom_save_config(struct adom *d)
 	return rv;
 }
 
-static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t *pid,
-			int *handoff)
+static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t *pid, int *handoff)
 {
 	posix_spawn_file_actions_t fa;
 	char domid_s[16], *log;
 	int sv[2], child, rv;
-	char *argv[] = { (char *)a->domain_bin, "--rundir", (char *)a->rundir, "--domid", domid_s,
-			 "--core", (char *)core, "--handoff-fd", "3", "--log", NULL, NULL };
+	char *argv[] = {(char *)a->domain_bin,
+			"--rundir",
+			(char *)a->rundir,
+			"--domid",
+			domid_s,
+			"--core",
+			(char *)core,
+			"--handoff-fd",
+			"3",
+			"--log",
+			NULL,
+			NULL};
 
 	*handoff = -1;
 	snprintf(domid_s, sizeof(domid_s), "%u", domid);
@@ -330,14 +347,14 @@ static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t
 /* One datagram from the handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
 static int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	union {
 		struct cmsghdr h;
 		char b[CMSG_SPACE(3 * sizeof(int))];
 	} cm;
-	struct iovec iov = { .iov_base = buf, .iov_len = len - 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
+	struct iovec iov = {.iov_base = buf, .iov_len = len - 1};
+	struct msghdr mh = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
 	struct cmsghdr *c;
 	ssize_t n;
 	int rv;
@@ -419,8 +436,8 @@ static void random_uuid(uint8_t u[16])
 	u[8] = (u[8] & 0x3f) | 0x80; /* variant */
 }
 
-int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
-		struct adom **out, char **msg, void *ctx)
+int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused, struct adom **out,
+		char **msg, void *ctx)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__Create cr = XSTDOM__CREATE__INIT;
@@ -429,7 +446,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	struct adom *d, *other;
 	const char *core;
 	char buf[128], *emsg = NULL;
-	int handoff = -1, fds[3] = { -1, -1, -1 }, nfds = 0, rv, i;
+	int handoff = -1, fds[3] = {-1, -1, -1}, nfds = 0, rv, i;
 	unsigned long long gfn;
 	bool introduced = false, layout = false;
 	uint8_t *blob;
@@ -496,14 +513,16 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	if (rv == 0 && strcmp(buf, "ready") != 0)
 		rv = -EPROTO;
 	if (rv < 0) {
-		emsg = talloc_asprintf(ctx, "domain process for domain %u did not start (%s); see "
-					    "%s/dom-%u.log", domid, strerror(-rv), a->rundir, domid);
+		emsg = talloc_asprintf(ctx,
+				       "domain process for domain %u did not start (%s); see "
+				       "%s/dom-%u.log",
+				       domid, strerror(-rv), a->rundir, domid);
 		goto fail;
 	}
 	rv = dom_connect(d);
 	if (rv < 0) {
-		emsg = talloc_asprintf(ctx, "cannot connect to the domain process: %s",
-				       strerror(-rv));
+		emsg =
+		    talloc_asprintf(ctx, "cannot connect to the domain process: %s", strerror(-rv));
 		goto fail;
 	}
 	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
@@ -618,19 +637,24 @@ int adom_destroy(struct adom *d, char **msg, void *ctx)
 static const char *action_for(const Xstagent__DomainConfig *c, int reason)
 {
 	switch (reason) {
-	case XSTDOM__SHUTDOWN_REASON__POWEROFF: return c->on_poweroff;
-	case XSTDOM__SHUTDOWN_REASON__REBOOT: return c->on_reboot;
+	case XSTDOM__SHUTDOWN_REASON__POWEROFF:
+		return c->on_poweroff;
+	case XSTDOM__SHUTDOWN_REASON__REBOOT:
+		return c->on_reboot;
 	case XSTDOM__SHUTDOWN_REASON__CRASH:
-	case XSTDOM__SHUTDOWN_REASON__WATCHDOG: return c->on_crash;
-	case XSTDOM__SHUTDOWN_REASON__SOFT_RESET: return c->on_soft_reset;
-	default: return "preserve"; /* suspend: the toolstack that asked will act */
+	case XSTDOM__SHUTDOWN_REASON__WATCHDOG:
+		return c->on_crash;
+	case XSTDOM__SHUTDOWN_REASON__SOFT_RESET:
+		return c->on_soft_reset;
+	default:
+		return "preserve"; /* suspend: the toolstack that asked will act */
 	}
 }
 
 static const char *reason_name(int reason)
 {
-	static const char *const names[] = { "poweroff", "reboot", "suspend", "crash",
-					     "watchdog", "soft_reset" };
+	static const char *const names[] = {"poweroff", "reboot",   "suspend",
+					    "crash",	"watchdog", "soft_reset"};
 
 	return reason >= 0 && reason < 6 ? names[reason] : "unknown";
 }
@@ -743,9 +767,10 @@ void adom_events(struct adom *d)
 		case XSTDOM__EVENT_KIND__EV_FAIL:
 			if (ev->detail)
 				agent_log(a, "domain %u: %s", domid, ev->detail);
-			act_on_shutdown(d, ev->kind == XSTDOM__EVENT_KIND__EV_FAIL
-						   ? XSTDOM__SHUTDOWN_REASON__CRASH
-						   : (ev->has_reason ? (int)ev->reason : 0),
+			act_on_shutdown(d,
+					ev->kind == XSTDOM__EVENT_KIND__EV_FAIL
+					    ? XSTDOM__SHUTDOWN_REASON__CRASH
+					    : (ev->has_reason ? (int)ev->reason : 0),
 					false);
 			/* d may be gone now. */
 			if (adom_by_id(a, domid) != d)
@@ -967,14 +992,14 @@ static int adopt_one(struct agent *a, const char *path)
 		  info->core);
 	/* Act on a shutdown that happened while no agent was watching. */
 	if (info->state == XSTDOM__VM_STATE__SHUTDOWN) {
-		const char *act = action_for(d->cfg, info->has_shutdown_reason
-							      ? (int)info->shutdown_reason : 0);
+		const char *act =
+		    action_for(d->cfg, info->has_shutdown_reason ? (int)info->shutdown_reason : 0);
 
 		if (strcmp(act, "preserve") == 0 || strcmp(act, "rename-restart") == 0)
 			d->state = ADOM_PRESERVED;
 		else
-			act_on_shutdown(d, info->has_shutdown_reason ? (int)info->shutdown_reason : 0,
-					false);
+			act_on_shutdown(
+			    d, info->has_shutdown_reason ? (int)info->shutdown_reason : 0, false);
 	}
 	rv = 0;
 out:

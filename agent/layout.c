@@ -19,8 +19,8 @@
  * access for others (dom0 is privileged).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -71,7 +71,7 @@ int layout_xs_read(struct agent *a, void *ctx, const char *path, char **val)
 
 static int xs_perms(struct agent *a, const char *path, const char *p0, const char *p1)
 {
-	const char *perms[2] = { p0, p1 };
+	const char *perms[2] = {p0, p1};
 
 	return xs_client_set_perms(a->xs, 0, path, perms, p1 ? 2 : 1);
 }
@@ -83,7 +83,7 @@ struct lw {
 };
 
 static void w(struct lw *l, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void w(struct lw *l, const char *path, const char *fmt, ...)
 {
 	va_list ap;
@@ -124,13 +124,22 @@ static void mk(struct lw *l, const char *path, const char *p0, const char *p1)
 /* Writes happen one by one; a half-written layout is removed by the caller. */
 int layout_write(struct agent *a, struct adom *d)
 {
-	struct lw l = { .a = a, .ctx = talloc_new(a) };
+	struct lw l = {.a = a, .ctx = talloc_new(a)};
 	const Xstagent__DomainConfig *c = d->cfg;
 	char *dom, *vm, *lx, *rw;
 	static const char *const rw_nodes[] = {
-		"data", "device", "drivers", "feature", "attr", "error",
-		"device/suspend/event-channel", "control/shutdown", "control/feature-poweroff",
-		"control/feature-reboot", "control/feature-suspend", "control/sysrq",
+	    "data",
+	    "device",
+	    "drivers",
+	    "feature",
+	    "attr",
+	    "error",
+	    "device/suspend/event-channel",
+	    "control/shutdown",
+	    "control/feature-poweroff",
+	    "control/feature-reboot",
+	    "control/feature-suspend",
+	    "control/sysrq",
 	};
 	unsigned int i;
 
@@ -183,15 +192,14 @@ int layout_write(struct agent *a, struct adom *d)
 	w(&l, talloc_asprintf(l.ctx, "%s/sched/weight", lx), "%u", d->weight);
 	w(&l, talloc_asprintf(l.ctx, "%s/sched/cap", lx), "%u", d->cap);
 	for (i = 0; i < c->maxvcpus; i++)
-		w(&l, talloc_asprintf(l.ctx, "%s/vcpu/%u/affinity", lx, i), "%s",
-		  d->affinity[i]);
+		w(&l, talloc_asprintf(l.ctx, "%s/vcpu/%u/affinity", lx, i), "%s", d->affinity[i]);
 	talloc_free(l.ctx);
 	return l.err;
 }
 
 int layout_set_ring(struct agent *a, struct adom *d)
 {
-	struct lw l = { .a = a, .ctx = talloc_new(a) };
+	struct lw l = {.a = a, .ctx = talloc_new(a)};
 
 	if (!l.ctx)
 		return -ENOMEM;

@@ -161,14 +161,10 @@ static void loop(struct agent *a)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "rundir", required_argument, NULL, 'r' },
-		{ "xenstored", required_argument, NULL, 'x' },
-		{ "listen", required_argument, NULL, 'l' },
-		{ "core", required_argument, NULL, 'c' },
-		{ "log", required_argument, NULL, 'L' },
-		{ "no-fork", no_argument, NULL, 'N' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"rundir", required_argument, NULL, 'r'}, {"xenstored", required_argument, NULL, 'x'},
+	    {"listen", required_argument, NULL, 'l'}, {"core", required_argument, NULL, 'c'},
+	    {"log", required_argument, NULL, 'L'},    {"no-fork", no_argument, NULL, 'N'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	struct agent *a;
 	char *url;
@@ -180,32 +176,46 @@ int main(int argc, char **argv)
 		return 1;
 	the_agent = a;
 	a->rundir = "/var/run/xst";
-	a->xenstored = getenv("XENSTORED_PATH") ? getenv("XENSTORED_PATH")
-						 : "/var/run/xenstored/socket";
+	a->xenstored =
+	    getenv("XENSTORED_PATH") ? getenv("XENSTORED_PATH") : "/var/run/xenstored/socket";
 	a->core = "auto";
 	a->log_fd = STDERR_FILENO;
 	while ((opt = getopt_long(argc, argv, "Nh", opts, NULL)) != -1) {
 		switch (opt) {
-		case 'r': a->rundir = optarg; break;
-		case 'x': a->xenstored = optarg; break;
+		case 'r':
+			a->rundir = optarg;
+			break;
+		case 'x':
+			a->xenstored = optarg;
+			break;
 		case 'l':
 			if (a->nlisten == AGENT_MAX_LISTEN) {
-				fprintf(stderr, "xst-agent: at most %d --listen\n", AGENT_MAX_LISTEN);
+				fprintf(stderr, "xst-agent: at most %d --listen\n",
+					AGENT_MAX_LISTEN);
 				return 2;
 			}
 			a->listen_urls[a->nlisten++] = optarg;
 			break;
 		case 'c':
-			if (strcmp(optarg, "auto") && strcmp(optarg, "sim") && strcmp(optarg, "kvm")) {
+			if (strcmp(optarg, "auto") && strcmp(optarg, "sim") &&
+			    strcmp(optarg, "kvm")) {
 				fprintf(stderr, "xst-agent: unknown core \"%s\"\n", optarg);
 				return 2;
 			}
 			a->core = optarg;
 			break;
-		case 'L': a->log_path = optarg; break;
-		case 'N': a->no_fork = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'L':
+			a->log_path = optarg;
+			break;
+		case 'N':
+			a->no_fork = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind != argc) {
@@ -259,7 +269,8 @@ int main(int argc, char **argv)
 		rv = xst_rpc_listen(a, a->listen_urls[i], &a->srv[a->nsrv]);
 		if (rv < 0) {
 			agent_log(a, "listen %s: %s", a->listen_urls[i], strerror(-rv));
-			fprintf(stderr, "xst-agent: listen %s: %s\n", a->listen_urls[i], strerror(-rv));
+			fprintf(stderr, "xst-agent: listen %s: %s\n", a->listen_urls[i],
+				strerror(-rv));
 			return 1;
 		}
 		a->nsrv++;

@@ -39,7 +39,8 @@ int pool_cpus_text(const uint64_t map[16], void *ctx, char **out)
 			if (start == i - 1)
 				s = talloc_asprintf_append(s, "%s%d", s[0] ? "," : "", start);
 			else
-				s = talloc_asprintf_append(s, "%s%d-%d", s[0] ? "," : "", start, i - 1);
+				s = talloc_asprintf_append(s, "%s%d-%d", s[0] ? "," : "", start,
+							   i - 1);
 			start = -1;
 		}
 	}
@@ -108,14 +109,14 @@ int pool_save(struct agent *a)
 
 		rv = pool_cpus_text(p->cpus, tmp, &cpus);
 		if (rv == 0)
-			rv = layout_xs_write(a, talloc_asprintf(tmp, "/libxl/cpupool/%u/name", p->id),
-					     p->name);
+			rv = layout_xs_write(
+			    a, talloc_asprintf(tmp, "/libxl/cpupool/%u/name", p->id), p->name);
 		if (rv == 0)
-			rv = layout_xs_write(a, talloc_asprintf(tmp, "/libxl/cpupool/%u/sched", p->id),
-					     p->sched);
+			rv = layout_xs_write(
+			    a, talloc_asprintf(tmp, "/libxl/cpupool/%u/sched", p->id), p->sched);
 		if (rv == 0)
-			rv = layout_xs_write(a, talloc_asprintf(tmp, "/libxl/cpupool/%u/cpus", p->id),
-					     cpus);
+			rv = layout_xs_write(
+			    a, talloc_asprintf(tmp, "/libxl/cpupool/%u/cpus", p->id), cpus);
 	}
 	if (rv < 0)
 		agent_log(a, "saving cpupools to xenstore: %s", strerror(-rv));

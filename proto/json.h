@@ -51,13 +51,13 @@ enum xst_json_type {
 
 struct xst_json_value {
 	enum xst_json_type type;
-	bool b;             /* BOOL */
-	bool is_int;        /* NUMBER that is an integer (i valid) */
-	int64_t i;          /* NUMBER */
-	double d;           /* NUMBER */
-	const char *s;      /* STRING */
-	size_t n;           /* ARRAY / OBJECT: element count */
-	const char **keys;  /* OBJECT */
+	bool b;			       /* BOOL */
+	bool is_int;		       /* NUMBER that is an integer (i valid) */
+	int64_t i;		       /* NUMBER */
+	double d;		       /* NUMBER */
+	const char *s;		       /* STRING */
+	size_t n;		       /* ARRAY / OBJECT: element count */
+	const char **keys;	       /* OBJECT */
 	struct xst_json_value **items; /* ARRAY / OBJECT */
 };
 

@@ -32,8 +32,9 @@ static void gen_compact(void **state)
 	xst_json_kv_string(j, "none", NULL);
 	xst_json_map_close(j);
 	assert_int_equal(xst_json_finish(j, &text, &len), 0);
-	assert_string_equal(text, "{\"name\":\"vm\\\"1\\n\",\"domid\":-3,\"big\":18446744073709551615,"
-				  "\"paused\":true,\"cpus\":[0,null],\"none\":null}");
+	assert_string_equal(text,
+			    "{\"name\":\"vm\\\"1\\n\",\"domid\":-3,\"big\":18446744073709551615,"
+			    "\"paused\":true,\"cpus\":[0,null],\"none\":null}");
 	assert_int_equal(len, strlen(text));
 	talloc_free(ctx);
 }
@@ -81,9 +82,11 @@ static void parse_round_trip(void **state)
 	const struct xst_json_value *m;
 	char err[128];
 
-	assert_int_equal(xst_json_parse(ctx, "{\"name\":\"vm1\",\"mem\":512,\"r\":1.5,"
-					     "\"ok\":false,\"l\":[1,\"x\",null],\"o\":{}}",
-					&v, err, sizeof(err)), 0);
+	assert_int_equal(xst_json_parse(ctx,
+					"{\"name\":\"vm1\",\"mem\":512,\"r\":1.5,"
+					"\"ok\":false,\"l\":[1,\"x\",null],\"o\":{}}",
+					&v, err, sizeof(err)),
+			 0);
 	assert_int_equal(v->type, XST_JSON_OBJECT);
 	assert_int_equal(v->n, 6);
 	m = xst_json_get(v, "name");
@@ -127,11 +130,9 @@ static void parse_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(gen_compact),
-		cmocka_unit_test(gen_error_sticky),
-		cmocka_unit_test(gen_pretty),
-		cmocka_unit_test(parse_round_trip),
-		cmocka_unit_test(parse_errors),
+	    cmocka_unit_test(gen_compact),  cmocka_unit_test(gen_error_sticky),
+	    cmocka_unit_test(gen_pretty),   cmocka_unit_test(parse_round_trip),
+	    cmocka_unit_test(parse_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,8 +290,8 @@ static void pb_free(void *data, void *p)
 int xst_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
 		   void *ctx, ProtobufCMessage **out)
 {
-	struct pb_talloc a = { .parent = ctx, .root = NULL };
-	ProtobufCAllocator alloc = { .alloc = pb_alloc, .free = pb_free, .allocator_data = &a };
+	struct pb_talloc a = {.parent = ctx, .root = NULL};
+	ProtobufCAllocator alloc = {.alloc = pb_alloc, .free = pb_free, .allocator_data = &a};
 
 	*out = protobuf_c_message_unpack(desc, &alloc, len, buf);
 	if (!*out) {
@@ -437,8 +437,8 @@ static int async_destroy(struct xst_rpc_async *a)
 	return 0;
 }
 
-int xst_rpc_async_start(struct xst_rpc *r, void *ctx, const void *req, size_t len,
-			int timeout_ms, int notify_fd, struct xst_rpc_async **out)
+int xst_rpc_async_start(struct xst_rpc *r, void *ctx, const void *req, size_t len, int timeout_ms,
+			int notify_fd, struct xst_rpc_async **out)
 {
 	struct xst_rpc_async *a;
 	nng_msg *msg = NULL;

@@ -79,8 +79,8 @@ int xst_rpc_event_recv(struct xst_rpc *r, int timeout_ms, void *ctx, uint8_t **b
  * object (talloc_free) cancels the call and waits for nng to let go of it.
  */
 struct xst_rpc_async;
-int xst_rpc_async_start(struct xst_rpc *r, void *ctx, const void *req, size_t len,
-			int timeout_ms, int notify_fd, struct xst_rpc_async **out);
+int xst_rpc_async_start(struct xst_rpc *r, void *ctx, const void *req, size_t len, int timeout_ms,
+			int notify_fd, struct xst_rpc_async **out);
 bool xst_rpc_async_done(struct xst_rpc_async *a);
 int xst_rpc_async_result(struct xst_rpc_async *a, void *ctx, uint8_t **rep, size_t *len);
 

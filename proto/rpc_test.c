@@ -182,9 +182,11 @@ static void messages(void **state)
 	/* The whole tree hangs below the message. */
 	talloc_free(m);
 	/* Garbage and truncation are refused, not crashed on. */
-	assert_int_equal(xst_rpc_unpack(&xstdom__reply__descriptor, (const uint8_t *)"\xff\xff\xff",
-					3, ctx, &m), -EPROTO);
-	assert_int_equal(xst_rpc_unpack(&xstdom__reply__descriptor, buf, len - 2, ctx, &m), -EPROTO);
+	assert_int_equal(
+	    xst_rpc_unpack(&xstdom__reply__descriptor, (const uint8_t *)"\xff\xff\xff", 3, ctx, &m),
+	    -EPROTO);
+	assert_int_equal(xst_rpc_unpack(&xstdom__reply__descriptor, buf, len - 2, ctx, &m),
+			 -EPROTO);
 	assert_null(m);
 	talloc_free(ctx);
 }
@@ -203,7 +205,8 @@ static void *msg_server(void *p)
 	if (xst_rpc_recv_msg(a->srv, 5000, &xstdom__request__descriptor, NULL, &m) < 0)
 		return NULL;
 	req = (Xstdom__Request *)m;
-	rep.error = req->body_case == XSTDOM__REQUEST__BODY_MEM_TARGET ? (int)req->mem_target->kib : -1;
+	rep.error =
+	    req->body_case == XSTDOM__REQUEST__BODY_MEM_TARGET ? (int)req->mem_target->kib : -1;
 	xst_rpc_reply_msg(a->srv, &rep.base);
 	talloc_free(m);
 	return NULL;
@@ -226,7 +229,8 @@ static void message_call(void **state)
 	ms.kib = 4242;
 	req.body_case = XSTDOM__REQUEST__BODY_MEM_TARGET;
 	req.mem_target = &ms;
-	assert_int_equal(xst_rpc_call_msg(cli, &req.base, 5000, &xstdom__reply__descriptor, ctx, &m), 0);
+	assert_int_equal(
+	    xst_rpc_call_msg(cli, &req.base, 5000, &xstdom__reply__descriptor, ctx, &m), 0);
 	assert_int_equal(((Xstdom__Reply *)m)->error, 4242);
 	pthread_join(t, NULL);
 	talloc_free(ctx);
@@ -316,14 +320,10 @@ static void events(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(call_round_trip),
-		cmocka_unit_test(dial_nobody),
-		cmocka_unit_test(listen_twice),
-		cmocka_unit_test(timeouts),
-		cmocka_unit_test(messages),
-		cmocka_unit_test(message_call),
-		cmocka_unit_test(async_calls),
-		cmocka_unit_test(events),
+	    cmocka_unit_test(call_round_trip), cmocka_unit_test(dial_nobody),
+	    cmocka_unit_test(listen_twice),    cmocka_unit_test(timeouts),
+	    cmocka_unit_test(messages),	       cmocka_unit_test(message_call),
+	    cmocka_unit_test(async_calls),     cmocka_unit_test(events),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -47,10 +47,10 @@ static void config_to_msg(void *ctx, const struct xlcfg_domain *d, Xstagent__Dom
 int cmd_create(void *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "dry-run", no_argument, NULL, 'n' },
-		{ "paused", no_argument, NULL, 'p' },
-		{ "console", no_argument, NULL, 'c' },
-		{ NULL, 0, NULL, 0 },
+	    {"dry-run", no_argument, NULL, 'n'},
+	    {"paused", no_argument, NULL, 'p'},
+	    {"console", no_argument, NULL, 'c'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool paused = false, console = false, dry = false;
 	struct xlcfg *cfg = NULL;
@@ -67,10 +67,17 @@ int cmd_create(void *ctx, int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+pcn", opts, NULL)) != -1) {
 		switch (opt) {
-		case 'p': paused = true; break;
-		case 'c': console = true; break;
-		case 'n': dry = true; break;
-		default: return xst_usage("unknown option \"%s\"", argv[optind - 1]);
+		case 'p':
+			paused = true;
+			break;
+		case 'c':
+			console = true;
+			break;
+		case 'n':
+			dry = true;
+			break;
+		default:
+			return xst_usage("unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
@@ -134,7 +141,7 @@ static void tio_restore(void)
 
 int cmd_console_connect(const char *path, const char *name)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct pollfd pfd[2];
 	bool in_open = true;
 	char buf[4096];

@@ -74,9 +74,14 @@ static int shutdown_common(void *ctx, int argc, char **argv, bool reboot)
 	opterr = 0;
 	while ((opt = getopt(argc, argv, reboot ? "+F" : "+wF")) != -1) {
 		switch (opt) {
-		case 'w': wait = true; break;
-		case 'F': force = true; break;
-		default: return xst_usage("unknown option \"%s\"", argv[optind - 1]);
+		case 'w':
+			wait = true;
+			break;
+		case 'F':
+			force = true;
+			break;
+		default:
+			return xst_usage("unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
 	if (optind != argc - 1)
@@ -98,7 +103,7 @@ static int shutdown_common(void *ctx, int argc, char **argv, bool reboot)
 	if (xst_call(ctx, &req, &rep) < 0)
 		return 1;
 	if (wait) {
-		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		struct timespec ts = {0, 100 * 1000 * 1000};
 		int present;
 
 		fprintf(stderr, "Waiting for 1 domains\n");
@@ -274,7 +279,8 @@ int cmd_sched_credit(void *ctx, int argc, char **argv)
 		case 'p':
 			break; /* a cpupool filter: every pool runs credit */
 		default:
-			return xst_usage("unknown option or missing argument \"%s\"", argv[optind - 1]);
+			return xst_usage("unknown option or missing argument \"%s\"",
+					 argv[optind - 1]);
 		}
 	}
 	if (optind != argc)

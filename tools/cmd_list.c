@@ -27,8 +27,7 @@ static int list_domains(void *ctx, const char *dom, Xstagent__DomainList **out)
 }
 
 /* All domains, or those named on the command line, in order. */
-static int collect(void *ctx, int argc, char **argv, int first, Xstagent__Domain ***doms,
-		   size_t *n)
+static int collect(void *ctx, int argc, char **argv, int first, Xstagent__Domain ***doms, size_t *n)
 {
 	Xstagent__DomainList *l;
 	int i;
@@ -89,9 +88,13 @@ int cmd_list(void *ctx, int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt(argc, argv, "+lv")) != -1) {
 		switch (opt) {
-		case 'l': lng = true; break;
-		case 'v': break;
-		default: return xst_usage("unknown option \"%s\"", argv[optind - 1]);
+		case 'l':
+			lng = true;
+			break;
+		case 'v':
+			break;
+		default:
+			return xst_usage("unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
 	if (collect(ctx, argc, argv, optind, &doms, &n) < 0)
@@ -155,8 +158,8 @@ int cmd_vcpu_list(void *ctx, int argc, char **argv)
 				xst_json_kv_string(j, "affinity", v->affinity);
 				xst_json_map_close(j);
 			} else {
-				printf("%-32s %5u %5u %5s %-5s %9.1f  %s / all\n", v->name, v->domid,
-				       v->id, "-", st, v->cpu_time, v->affinity);
+				printf("%-32s %5u %5u %5s %-5s %9.1f  %s / all\n", v->name,
+				       v->domid, v->id, "-", st, v->cpu_time, v->affinity);
 			}
 		}
 	}
@@ -277,9 +280,14 @@ int cmd_top(void *ctx, int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt(argc, argv, "+bi:d:")) != -1) {
 		switch (opt) {
-		case 'b': batch = true; break;
-		case 'i': case 'd': break;
-		default: return xst_usage("unknown option \"%s\"", argv[optind - 1]);
+		case 'b':
+			batch = true;
+			break;
+		case 'i':
+		case 'd':
+			break;
+		default:
+			return xst_usage("unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
 	if (!batch)
@@ -305,7 +313,8 @@ int cmd_top(void *ctx, int argc, char **argv)
 		xst_json_array_close(j);
 		return xst_json_print(j);
 	}
-	printf("      NAME  STATE   CPU(sec) CPU(%%)     MEM(k) MEM(%%)  MAXMEM(k) MAXMEM(%%) VCPUS\n");
+	printf("      NAME  STATE   CPU(sec) CPU(%%)     MEM(k) MEM(%%)  MAXMEM(k) MAXMEM(%%) "
+	       "VCPUS\n");
 	for (i = 0; i < n; i++)
 		printf("%10.10s %6s %10.0f %6.1f %10llu %6.1f %10llu %9.1f %5u\n", doms[i]->name,
 		       doms[i]->state, doms[i]->cpu_time, 0.0, (unsigned long long)doms[i]->mem_kib,

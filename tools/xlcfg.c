@@ -33,10 +33,10 @@ struct scan {
 	bool bare; /* command-line override: an unquoted word is a string */
 };
 
-static int fail_at(char *err, size_t errlen, const char *file, unsigned int line,
-		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int fail_at(char *err, size_t errlen, const char *file, unsigned int line,
-		   const char *fmt, ...)
+static int fail_at(char *err, size_t errlen, const char *file, unsigned int line, const char *fmt,
+		   ...) __attribute__((format(printf, 5, 6)));
+static int fail_at(char *err, size_t errlen, const char *file, unsigned int line, const char *fmt,
+		   ...)
 {
 	va_list ap;
 	int n;
@@ -104,7 +104,7 @@ static int scan_string(struct scan *s, struct xlcfg_value *v)
 		return -ENOMEM;
 	while (*s->p != quote) {
 		char c = *s->p;
-		char buf[2] = { 0, 0 };
+		char buf[2] = {0, 0};
 
 		if (c == '\0' || c == '\n') {
 			s->line = start;
@@ -113,12 +113,24 @@ static int scan_string(struct scan *s, struct xlcfg_value *v)
 		if (c == '\\' && quote == '"') {
 			s->p++;
 			switch (*s->p) {
-			case 'n': c = '\n'; break;
-			case 't': c = '\t'; break;
-			case 'r': c = '\r'; break;
-			case '\\': c = '\\'; break;
-			case '"': c = '"'; break;
-			case '\'': c = '\''; break;
+			case 'n':
+				c = '\n';
+				break;
+			case 't':
+				c = '\t';
+				break;
+			case 'r':
+				c = '\r';
+				break;
+			case '\\':
+				c = '\\';
+				break;
+			case '"':
+				c = '"';
+				break;
+			case '\'':
+				c = '\'';
+				break;
 			default:
 				return SFAIL(s, "syntax error: unknown escape '\\%c' in string",
 					     *s->p ? *s->p : ' ');
@@ -240,12 +252,16 @@ static struct xlcfg_setting *cfg_find(struct xlcfg *cfg, const char *key)
 	return NULL;
 }
 
-int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
-		struct xlcfg **cfgp, char *err, size_t errlen)
+int xlcfg_parse(void *ctx, const char *file, const char *text, bool override, struct xlcfg **cfgp,
+		char *err, size_t errlen)
 {
 	/* A command-line override is one argument: its messages carry no line number. */
-	struct scan s = { .file = file, .p = text, .line = override ? 0 : 1, .err = err,
-			  .errlen = errlen, .bare = override };
+	struct scan s = {.file = file,
+			 .p = text,
+			 .line = override ? 0 : 1,
+			 .err = err,
+			 .errlen = errlen,
+			 .bare = override};
 	struct xlcfg *cfg = *cfgp;
 	char cb[8];
 	int rv;
@@ -260,7 +276,7 @@ int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
 	}
 	s.ctx = cfg;
 	for (;;) {
-		struct xlcfg_setting set = { .file = file }, *old;
+		struct xlcfg_setting set = {.file = file}, *old;
 		const char *kstart;
 
 		skip_space(&s, true);
@@ -271,7 +287,8 @@ int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
 		if (*s.p == '\0')
 			return 0;
 		if (!isalpha((unsigned char)*s.p) && *s.p != '_')
-			return SFAIL(&s, "syntax error: expected a key, got %s", show_char(*s.p, cb));
+			return SFAIL(&s, "syntax error: expected a key, got %s",
+				     show_char(*s.p, cb));
 		kstart = s.p;
 		while (isalnum((unsigned char)*s.p) || *s.p == '_')
 			s.p++;
@@ -299,15 +316,16 @@ int xlcfg_parse(void *ctx, const char *file, const char *text, bool override,
 		if (old && !override) {
 			s.line = set.line;
 			if (old->file == file)
-				return SFAIL(&s, "duplicate key \"%s\" (first set on line %u)", set.key,
-					     old->line);
+				return SFAIL(&s, "duplicate key \"%s\" (first set on line %u)",
+					     set.key, old->line);
 			return SFAIL(&s, "duplicate key \"%s\"", set.key);
 		}
 		if (old) {
 			*old = set;
 			continue;
 		}
-		cfg->settings = talloc_realloc(cfg, cfg->settings, struct xlcfg_setting, cfg->n + 1);
+		cfg->settings =
+		    talloc_realloc(cfg, cfg->settings, struct xlcfg_setting, cfg->n + 1);
 		if (!cfg->settings)
 			return -ENOMEM;
 		cfg->settings[cfg->n++] = set;
@@ -344,7 +362,8 @@ int xlcfg_parse_file(void *ctx, const char *path, struct xlcfg **cfg, char *err,
 		goto out;
 	}
 	if (len > XLCFG_MAX_FILE) {
-		rv = fail_at(err, errlen, path, 0, "file too large (over %u bytes)", XLCFG_MAX_FILE);
+		rv =
+		    fail_at(err, errlen, path, 0, "file too large (over %u bytes)", XLCFG_MAX_FILE);
 		goto out;
 	}
 	text[len] = '\0';
@@ -366,18 +385,21 @@ static const struct key {
 	const char *name;
 	enum kind kind;
 } keys[] = {
-	{ "name", K_STRING },       { "uuid", K_STRING },       { "type", K_STRING },
-	{ "memory", K_NUMBER },     { "maxmem", K_NUMBER },     { "vcpus", K_NUMBER },
-	{ "maxvcpus", K_NUMBER },   { "cpus", K_CPUS },         { "cpu_weight", K_NUMBER },
-	{ "cpu_cap", K_NUMBER },    { "pool", K_STRING },       { "kernel", K_STRING },
-	{ "ramdisk", K_STRING },    { "cmdline", K_STRING },    { "extra", K_STRING },
-	{ "root", K_STRING },       { "on_poweroff", K_STRING }, { "on_reboot", K_STRING },
-	{ "on_crash", K_STRING },   { "on_soft_reset", K_STRING }, { "workload", K_STRING },
-	{ "core", K_STRING },
+    {"name", K_STRING},	       {"uuid", K_STRING},
+    {"type", K_STRING},	       {"memory", K_NUMBER},
+    {"maxmem", K_NUMBER},      {"vcpus", K_NUMBER},
+    {"maxvcpus", K_NUMBER},    {"cpus", K_CPUS},
+    {"cpu_weight", K_NUMBER},  {"cpu_cap", K_NUMBER},
+    {"pool", K_STRING},	       {"kernel", K_STRING},
+    {"ramdisk", K_STRING},     {"cmdline", K_STRING},
+    {"extra", K_STRING},       {"root", K_STRING},
+    {"on_poweroff", K_STRING}, {"on_reboot", K_STRING},
+    {"on_crash", K_STRING},    {"on_soft_reset", K_STRING},
+    {"workload", K_STRING},    {"core", K_STRING},
 };
 
-static const char *const actions[] = { "destroy", "restart", "rename-restart", "preserve",
-				       "soft-reset", NULL };
+static const char *const actions[] = {"destroy",  "restart",	"rename-restart",
+				      "preserve", "soft-reset", NULL};
 
 bool xlcfg_action_valid(const char *a)
 {
@@ -445,7 +467,7 @@ int xlcfg_uuid_parse(const char *s, uint8_t uuid[16])
 		}
 		if (!isxdigit((unsigned char)s[i]) || !isxdigit((unsigned char)s[i + 1]))
 			return -EINVAL;
-		char hex[3] = { s[i], s[i + 1], 0 };
+		char hex[3] = {s[i], s[i + 1], 0};
 		uuid[j++] = (uint8_t)strtoul(hex, NULL, 16);
 		i += 2;
 	}
@@ -454,8 +476,7 @@ int xlcfg_uuid_parse(const char *s, uint8_t uuid[16])
 
 void xlcfg_uuid_format(const uint8_t u[16], char out[37])
 {
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
 		 u[13], u[14], u[15]);
 }
@@ -477,8 +498,8 @@ static const struct xlcfg_setting *res_get(const struct res *r, const char *key)
 	return NULL;
 }
 
-#define RFAIL(r, set, ...)                                                                    \
-	fail_at((r)->err, (r)->errlen, (set) ? (set)->file : (r)->file, (set) ? (set)->line : 0, \
+#define RFAIL(r, set, ...)                                                                         \
+	fail_at((r)->err, (r)->errlen, (set) ? (set)->file : (r)->file, (set) ? (set)->line : 0,   \
 		__VA_ARGS__)
 
 static int res_string(const struct res *r, const char *key, const char *def, const char **out)
@@ -519,7 +540,8 @@ static int res_number(const struct res *r, const char *key, uint64_t def, uint64
 		*out = v->n;
 	}
 	if (*out < min || *out > max)
-		return RFAIL(r, set, "\"%s\" must be between %" PRIu64 " and %" PRIu64 ", got %" PRIu64,
+		return RFAIL(r, set,
+			     "\"%s\" must be between %" PRIu64 " and %" PRIu64 ", got %" PRIu64,
 			     key, min, max, *out);
 	return 0;
 }
@@ -565,18 +587,18 @@ static int res_cpus(void *ctx, const struct res *r, const char **out)
 	return 0;
 }
 
-int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file,
-		  struct xlcfg_domain *d, char *err, size_t errlen)
+int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file, struct xlcfg_domain *d,
+		  char *err, size_t errlen)
 {
-	static const char *const types[] = { "pvh", "hvm", "pv", NULL };
-	static const char *const cores[] = { "auto", "sim", "kvm", NULL };
-	struct res r = { .cfg = cfg, .file = file, .err = err, .errlen = errlen };
+	static const char *const types[] = {"pvh", "hvm", "pv", NULL};
+	static const char *const cores[] = {"auto", "sim", "kvm", NULL};
+	struct res r = {.cfg = cfg, .file = file, .err = err, .errlen = errlen};
 	const struct xlcfg_setting *set;
 	const char *uuid, *extra, *root;
-	const char **acts[4] = { &d->on_poweroff, &d->on_reboot, &d->on_crash, &d->on_soft_reset };
-	static const char *const act_keys[4] = { "on_poweroff", "on_reboot", "on_crash",
-						 "on_soft_reset" };
-	static const char *const act_defs[4] = { "destroy", "restart", "destroy", "soft-reset" };
+	const char **acts[4] = {&d->on_poweroff, &d->on_reboot, &d->on_crash, &d->on_soft_reset};
+	static const char *const act_keys[4] = {"on_poweroff", "on_reboot", "on_crash",
+						"on_soft_reset"};
+	static const char *const act_defs[4] = {"destroy", "restart", "destroy", "soft-reset"};
 	uint64_t v;
 	unsigned int i, k;
 	int rv;
@@ -589,7 +611,8 @@ int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file,
 			if (strcmp(cfg->settings[i].key, keys[k].name) == 0)
 				break;
 		if (k == sizeof(keys) / sizeof(keys[0]))
-			return RFAIL(&r, &cfg->settings[i], "unknown key \"%s\"", cfg->settings[i].key);
+			return RFAIL(&r, &cfg->settings[i], "unknown key \"%s\"",
+				     cfg->settings[i].key);
 	}
 
 	set = res_get(&r, "name");
@@ -599,18 +622,23 @@ int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file,
 		return rv;
 	if (!d->name[0] || strlen(d->name) > XLCFG_MAX_NAME || strchr(d->name, '/') ||
 	    isdigit((unsigned char)d->name[0]))
-		return RFAIL(&r, set, "\"name\": invalid domain name \"%s\" (1..%d characters, "
-				      "no '/', not starting with a digit)", d->name, XLCFG_MAX_NAME);
+		return RFAIL(&r, set,
+			     "\"name\": invalid domain name \"%s\" (1..%d characters, "
+			     "no '/', not starting with a digit)",
+			     d->name, XLCFG_MAX_NAME);
 	for (i = 0; d->name[i]; i++)
 		if (!isprint((unsigned char)d->name[i]) || isspace((unsigned char)d->name[i]))
-			return RFAIL(&r, set, "\"name\": invalid domain name \"%s\" (no spaces or "
-					      "control characters)", d->name);
+			return RFAIL(&r, set,
+				     "\"name\": invalid domain name \"%s\" (no spaces or "
+				     "control characters)",
+				     d->name);
 
 	if ((rv = res_string(&r, "uuid", NULL, &uuid)) < 0)
 		return rv;
 	if (uuid) {
 		if (xlcfg_uuid_parse(uuid, d->uuid) < 0)
-			return RFAIL(&r, res_get(&r, "uuid"), "\"uuid\": invalid uuid \"%s\"", uuid);
+			return RFAIL(&r, res_get(&r, "uuid"), "\"uuid\": invalid uuid \"%s\"",
+				     uuid);
 		d->has_uuid = true;
 	}
 	if ((rv = res_oneof(&r, "type", "pvh", types, "type", &d->type)) < 0)
@@ -633,8 +661,8 @@ int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file,
 		return rv;
 	d->maxvcpus = (unsigned int)v;
 	if (d->maxvcpus < d->vcpus)
-		return RFAIL(&r, res_get(&r, "maxvcpus"), "\"maxvcpus\" (%u) is below \"vcpus\" (%u)",
-			     d->maxvcpus, d->vcpus);
+		return RFAIL(&r, res_get(&r, "maxvcpus"),
+			     "\"maxvcpus\" (%u) is below \"vcpus\" (%u)", d->maxvcpus, d->vcpus);
 	if ((rv = res_cpus(ctx, &r, &d->cpus)) < 0)
 		return rv;
 	if ((rv = res_number(&r, "cpu_weight", 256, 1, 65535, &v)) < 0)
@@ -671,9 +699,10 @@ int xlcfg_resolve(void *ctx, const struct xlcfg *cfg, const char *file,
 	}
 	/* Keep strings alive on ctx, independent of cfg. */
 	{
-		const char **strs[] = { &d->name, &d->type, &d->core, &d->pool, &d->kernel,
-					&d->ramdisk, &d->cmdline, &d->workload, &d->on_poweroff,
-					&d->on_reboot, &d->on_crash, &d->on_soft_reset };
+		const char **strs[] = {&d->name,      &d->type,	    &d->core,
+				       &d->pool,      &d->kernel,   &d->ramdisk,
+				       &d->cmdline,   &d->workload, &d->on_poweroff,
+				       &d->on_reboot, &d->on_crash, &d->on_soft_reset};
 		for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
 			if (*strs[i]) {
 				*strs[i] = talloc_strdup(ctx, *strs[i]);

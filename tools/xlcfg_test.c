@@ -47,7 +47,8 @@ static void full_config(void **state)
 				 "on_crash = \"preserve\"\n"
 				 "workload = \"dirty=1M/s\"\n"
 				 "core = \"sim\"\n",
-				 &d, err, sizeof(err)), 0);
+				 &d, err, sizeof(err)),
+			 0);
 	assert_string_equal(d.name, "vm1");
 	assert_true(d.has_uuid);
 	assert_int_equal(d.uuid[0], 0x0f);
@@ -99,12 +100,12 @@ static void overrides(void **state)
 	struct xlcfg_domain d;
 	char err[256];
 
-	assert_int_equal(xlcfg_parse(ctx, "vm.cfg", "name='a'\nmemory=64\n", false, &cfg, err,
-				     sizeof(err)), 0);
-	assert_int_equal(xlcfg_parse(ctx, "command line", "memory=256", true, &cfg, err,
-				     sizeof(err)), 0);
-	assert_int_equal(xlcfg_parse(ctx, "command line", "vcpus=2", true, &cfg, err,
-				     sizeof(err)), 0);
+	assert_int_equal(
+	    xlcfg_parse(ctx, "vm.cfg", "name='a'\nmemory=64\n", false, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(
+	    xlcfg_parse(ctx, "command line", "memory=256", true, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(xlcfg_parse(ctx, "command line", "vcpus=2", true, &cfg, err, sizeof(err)),
+			 0);
 	assert_int_equal(xlcfg_resolve(ctx, cfg, "vm.cfg", &d, err, sizeof(err)), 0);
 	assert_int_equal(d.memory_mib, 256);
 	assert_int_equal(d.vcpus, 2);
@@ -115,35 +116,39 @@ static const struct {
 	const char *text;
 	const char *msg;
 } bad[] = {
-	{ "name='a'\nmemory=1\nmemroy=2\n", "vm.cfg:3: unknown key \"memroy\"" },
-	{ "memory=1\n", "vm.cfg: missing key \"name\"" },
-	{ "name='a'\nmemory=\"lots\"\n", "vm.cfg:2: \"memory\" must be a number, got \"lots\"" },
-	{ "name='a'\nmemory=[1]\n", "vm.cfg:2: \"memory\" must be a number, not a list" },
-	{ "name=['a']\n", "vm.cfg:1: \"name\" must be a string, not a list" },
-	{ "name='a'\nmemory=0\n", "vm.cfg:2: \"memory\" must be between 1 and 16777216, got 0" },
-	{ "name='a'\nmemory=512\nmaxmem=256\n", "vm.cfg:3: \"maxmem\" (256) is below \"memory\" (512)" },
-	{ "name='a'\nvcpus=4\nmaxvcpus=2\n", "vm.cfg:3: \"maxvcpus\" (2) is below \"vcpus\" (4)" },
-	{ "name='a'\nvcpus=0\n", "vm.cfg:2: \"vcpus\" must be between 1 and 128, got 0" },
-	{ "name='a'\ncpu_weight=70000\n", "vm.cfg:2: \"cpu_weight\" must be between 1 and 65535, got 70000" },
-	{ "name='a'\ncpu_cap=101\n", "vm.cfg:2: \"cpu_cap\" must be between 0 and 100, got 101" },
-	{ "name='a'\non_crash='explode'\n", "vm.cfg:2: \"on_crash\": unknown action \"explode\"" },
-	{ "name='a'\ntype='bogus'\n", "vm.cfg:2: \"type\": unknown type \"bogus\"" },
-	{ "name='a'\ncore='xen'\n", "vm.cfg:2: \"core\": unknown core \"xen\"" },
-	{ "name='a'\nuuid='1234'\n", "vm.cfg:2: \"uuid\": invalid uuid \"1234\"" },
-	{ "name='a'\ncpus='3-1'\n", "vm.cfg:2: \"cpus\": invalid cpu list \"3-1\"" },
-	{ "name='a/b'\n", "vm.cfg:1: \"name\": invalid domain name \"a/b\" (1..64 characters, no '/', not starting with a digit)" },
-	{ "name='a'\nname='b'\n", "vm.cfg:2: duplicate key \"name\" (first set on line 1)" },
-	{ "name='a\n", "vm.cfg:1: syntax error: unterminated string" },
-	{ "name 'a'\n", "vm.cfg:1: syntax error: expected '=' after \"name\", got '''" },
-	{ "name=\n", "vm.cfg:1: syntax error: expected a value for \"name\", got end of line" },
-	{ "name='a' 'b'\n", "vm.cfg:1: syntax error: unexpected ''' after the value of \"name\"" },
-	{ "name='a'\ncpus=['1',\n'2'\n", "vm.cfg:2: syntax error: unterminated list for \"cpus\"" },
-	{ "name='a'\ncpus=['1' '2']\n", "vm.cfg:2: syntax error: expected ',' or ']' in \"cpus\", got '''" },
-	{ "name='a'\ncpus=[['1']]\n", "vm.cfg:2: syntax error: nested lists are not supported (\"cpus\")" },
-	{ "=1\n", "vm.cfg:1: syntax error: expected a key, got '='" },
-	{ "name='a'\nmemory=12abc\n", "vm.cfg:2: syntax error: bad number \"12a\"" },
-	{ "name='a'\nmemory=99999999999999999999999\n", "vm.cfg:2: number too large" },
-	{ "name=\"a\\q\"\n", "vm.cfg:1: syntax error: unknown escape '\\q' in string" },
+    {"name='a'\nmemory=1\nmemroy=2\n", "vm.cfg:3: unknown key \"memroy\""},
+    {"memory=1\n", "vm.cfg: missing key \"name\""},
+    {"name='a'\nmemory=\"lots\"\n", "vm.cfg:2: \"memory\" must be a number, got \"lots\""},
+    {"name='a'\nmemory=[1]\n", "vm.cfg:2: \"memory\" must be a number, not a list"},
+    {"name=['a']\n", "vm.cfg:1: \"name\" must be a string, not a list"},
+    {"name='a'\nmemory=0\n", "vm.cfg:2: \"memory\" must be between 1 and 16777216, got 0"},
+    {"name='a'\nmemory=512\nmaxmem=256\n", "vm.cfg:3: \"maxmem\" (256) is below \"memory\" (512)"},
+    {"name='a'\nvcpus=4\nmaxvcpus=2\n", "vm.cfg:3: \"maxvcpus\" (2) is below \"vcpus\" (4)"},
+    {"name='a'\nvcpus=0\n", "vm.cfg:2: \"vcpus\" must be between 1 and 128, got 0"},
+    {"name='a'\ncpu_weight=70000\n",
+     "vm.cfg:2: \"cpu_weight\" must be between 1 and 65535, got 70000"},
+    {"name='a'\ncpu_cap=101\n", "vm.cfg:2: \"cpu_cap\" must be between 0 and 100, got 101"},
+    {"name='a'\non_crash='explode'\n", "vm.cfg:2: \"on_crash\": unknown action \"explode\""},
+    {"name='a'\ntype='bogus'\n", "vm.cfg:2: \"type\": unknown type \"bogus\""},
+    {"name='a'\ncore='xen'\n", "vm.cfg:2: \"core\": unknown core \"xen\""},
+    {"name='a'\nuuid='1234'\n", "vm.cfg:2: \"uuid\": invalid uuid \"1234\""},
+    {"name='a'\ncpus='3-1'\n", "vm.cfg:2: \"cpus\": invalid cpu list \"3-1\""},
+    {"name='a/b'\n", "vm.cfg:1: \"name\": invalid domain name \"a/b\" (1..64 characters, no '/', "
+		     "not starting with a digit)"},
+    {"name='a'\nname='b'\n", "vm.cfg:2: duplicate key \"name\" (first set on line 1)"},
+    {"name='a\n", "vm.cfg:1: syntax error: unterminated string"},
+    {"name 'a'\n", "vm.cfg:1: syntax error: expected '=' after \"name\", got '''"},
+    {"name=\n", "vm.cfg:1: syntax error: expected a value for \"name\", got end of line"},
+    {"name='a' 'b'\n", "vm.cfg:1: syntax error: unexpected ''' after the value of \"name\""},
+    {"name='a'\ncpus=['1',\n'2'\n", "vm.cfg:2: syntax error: unterminated list for \"cpus\""},
+    {"name='a'\ncpus=['1' '2']\n",
+     "vm.cfg:2: syntax error: expected ',' or ']' in \"cpus\", got '''"},
+    {"name='a'\ncpus=[['1']]\n",
+     "vm.cfg:2: syntax error: nested lists are not supported (\"cpus\")"},
+    {"=1\n", "vm.cfg:1: syntax error: expected a key, got '='"},
+    {"name='a'\nmemory=12abc\n", "vm.cfg:2: syntax error: bad number \"12a\""},
+    {"name='a'\nmemory=99999999999999999999999\n", "vm.cfg:2: number too large"},
+    {"name=\"a\\q\"\n", "vm.cfg:1: syntax error: unknown escape '\\q' in string"},
 };
 
 static void errors(void **state)
@@ -196,9 +201,9 @@ static void missing_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(full_config), cmocka_unit_test(defaults),
-		cmocka_unit_test(overrides),   cmocka_unit_test(errors),
-		cmocka_unit_test(helpers),     cmocka_unit_test(missing_file),
+	    cmocka_unit_test(full_config), cmocka_unit_test(defaults),
+	    cmocka_unit_test(overrides),   cmocka_unit_test(errors),
+	    cmocka_unit_test(helpers),	   cmocka_unit_test(missing_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
