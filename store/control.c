@@ -1,11 +1,12 @@
 /* XS_CONTROL (spec §9): check, log, logfile, memreport, print, quota, quota-soft,
- * help; live-update answers a plain failure string until it is implemented. */
+ * help; live-update is lu.c's (docs/liveupdate.md). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <talloc.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 #define MAX_ARGS 5
@@ -171,12 +172,6 @@ static int ctl_help(struct req *r, const char **a, unsigned int n)
 	return reply_str(r, help_text);
 }
 
-static int ctl_live_update(struct req *r, const char **a, unsigned int n)
-{
-	if (n == 0)
-		return -EINVAL;
-	return reply_str(r, "Live-update is not supported by xstored yet.");
-}
 
 static const struct {
 	const char *name;
@@ -184,13 +179,14 @@ static const struct {
 } ctls[] = {
     {"check", ctl_check},
     {"log", ctl_log},
-    {"live-update", ctl_live_update},
+    {"live-update", lu_control},
     {"logfile", ctl_logfile},
     {"memreport", ctl_memreport},
     {"print", ctl_print},
     {"quota", ctl_quota},
     {"quota-soft", ctl_quota_soft},
     {"help", ctl_help},
+    {"dump-state", lu_dump_control}, /* xst: write the live-update stream to a file */
 };
 
 int do_control(struct req *r)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <talloc.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 #define F_PRIV 0x1 /* privileged connections only */
@@ -108,6 +109,8 @@ void dispatch(struct conn *c, const struct xs_hdr *h, const char *payload)
 
 	if (trace_on())
 		trace_msg("IN ", c, h, payload);
+	if (lu_hold(c, h, payload))
+		return; /* live-update pending: answered later (lu.c) */
 	r.ctx = talloc_new(NULL);
 	if (!r.ctx) {
 		ret = -ENOMEM;

@@ -15,6 +15,7 @@
 #include <talloc.h>
 #include <unistd.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 struct sock_conn_state {
@@ -197,5 +198,47 @@ int socket_listen(const char *path, struct ev_source **out)
 		return -errno;
 	}
 	*out = &l->src;
+	return 0;
+}
+
+/* Live update: a listening socket inherited across exec. */
+int socket_adopt_listener(int fd)
+{
+	struct listener *l = talloc_zero(xsd_ctx, struct listener);
+
+	if (!l)
+		return -ENOMEM;
+	l->src.fd = fd;
+	l->src.fn = listen_event;
+	talloc_set_destructor(l, listener_destroy);
+	if (loop_add(&l->src, EPOLLIN) < 0) {
+		talloc_free(l);
+		return -errno;
+	}
+	return 0;
+}
+
+/* Live update: an accepted connection inherited across exec. */
+int socket_adopt(int fd, struct conn **out)
+{
+	struct conn *c = conn_new(xsd_ctx, &sock_ops, fd);
+	struct sock_conn_state *s = c ? talloc_zero(c, struct sock_conn_state) : NULL;
+
+	if (!s) {
+		talloc_free(c);
+		return -ENOMEM;
+	}
+	s->fd = fd;
+	talloc_set_destructor(s, sock_conn_destroy);
+	c->transport = s;
+	c->privileged = true;
+	c->domid = 0;
+	c->src.fn = sock_event;
+	s->events = EPOLLIN;
+	if (loop_add(&c->src, EPOLLIN) < 0) {
+		talloc_free(c);
+		return -errno;
+	}
+	*out = c;
 	return 0;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <talloc.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 #define TX_HASH 64
@@ -583,4 +584,137 @@ int txn_end(struct conn *c, struct txn *t, bool commit)
 int txn_nodes_delta(const struct txn *t)
 {
 	return t ? t->nodes_delta : 0;
+}
+
+/* ---- live update (lu_stream.c, docs/liveupdate.md) ---- */
+
+/* Each open transaction of c: its flags (a commit that can only fail is marked so
+ * the new daemon fails it the same way), its copies in access order, its queued
+ * events in order. */
+int txn_export(const struct conn *c, const struct txn_export_ops *ops, void *arg)
+{
+	for (const struct txn *t = c->txns; t; t = t->next) {
+		uint32_t flags = t->failed ? LU_TXN_FAILED : 0;
+		int ret;
+
+		for (const struct tnode *tn = t->ohead; tn; tn = tn->onext) {
+			struct node *g = node_lookup(tn->path);
+			if (tn->rec_exists != (g != NULL) || (g && g->gen != tn->rec_gen))
+				flags |= LU_TXN_CONFLICT;
+		}
+		ret = ops->txn(arg, t->id, flags);
+		for (const struct tnode *tn = t->ohead; tn && ret == 0; tn = tn->onext) {
+			unsigned int access =
+			    tn->exists ? (tn->rec_exists ? 1u : 0u) | (tn->modified ? 2u : 0u) : 0u;
+			if (tn->exists)
+				ret = ops->node(arg, t->id, tn->path, access, tn->perms, tn->nperms,
+						tn->value, tn->vlen);
+			else
+				ret = ops->node(arg, t->id, tn->path, 0, NULL, 0, "", 0);
+		}
+		for (const struct tevent *e = t->ehead; e && ret == 0; e = e->next)
+			ret = ops->event(arg, t->id, e->path, e->exact, e->perms, e->nperms);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int txn_restore(struct conn *c, uint32_t id, struct txn **out)
+{
+	struct txn *t;
+
+	if (id == 0 || txn_find(c, id))
+		return -EINVAL;
+	t = talloc_zero(c, struct txn);
+	if (!t)
+		return -ENOMEM;
+	t->id = id;
+	t->conn = c;
+	t->next = c->txns;
+	c->txns = t;
+	c->ntxns++;
+	if (c->next_txid <= id)
+		c->next_txid = id + 1;
+	talloc_set_destructor(t, txn_destroy);
+	*out = t;
+	return 0;
+}
+
+/* The copy starts as the committed node (the stream was checked conflict-free for
+ * transactions not flagged LU_TXN_CONFLICT); then the transaction's own state. */
+int txn_restore_node(struct conn *c, struct txn *t, const char *path, unsigned int access,
+		     const struct xs_perm *p, unsigned int np, const char *val, uint32_t vlen)
+{
+	struct tnode *tn;
+	int ret = tget(c, t, path, &tn);
+
+	if (ret < 0)
+		return ret;
+	if (np == 0) {
+		if (tn->exists) {
+			tn->exists = false;
+			tn->modified = true;
+			tn->nkids = 0;
+		}
+		return 0;
+	}
+	if (access & 2) {
+		ret = tset(tn, val, vlen, p, np);
+		tn->exists = true;
+		return ret;
+	}
+	return tn->exists ? 0 : -EINVAL;
+}
+
+static bool is_kid(const char *parent, const char *path)
+{
+	size_t pl = strcmp(parent, "/") ? strlen(parent) : 0;
+
+	return strncmp(path, parent, pl) == 0 && path[pl] == '/' && path[pl + 1] &&
+	       !strchr(path + pl + 1, '/');
+}
+
+/* Child lists of modified copies: the committed children minus those the
+ * transaction deleted, then those it created, in access order. */
+int txn_restore_done(struct txn *t, uint32_t flags)
+{
+	t->nodes_delta = 0;
+	for (struct tnode *tn = t->ohead; tn; tn = tn->onext) {
+		t->nodes_delta += (tn->exists && !tn->rec_exists) - (!tn->exists && tn->rec_exists);
+		if (!tn->exists || !tn->modified)
+			continue;
+		unsigned int n = 0;
+		for (unsigned int i = 0; i < tn->nkids; i++) {
+			char *cp = talloc_asprintf(NULL, "%s/%s", strcmp(tn->path, "/") ? tn->path : "",
+						   tn->kids[i]);
+			struct tnode *k = cp ? tfind(t, cp) : NULL;
+			talloc_free(cp);
+			if (k && !k->exists)
+				talloc_free(tn->kids[i]);
+			else
+				tn->kids[n++] = tn->kids[i];
+		}
+		tn->nkids = n;
+		for (struct tnode *k = t->ohead; k; k = k->onext) {
+			if (!k->exists || k->rec_exists || !is_kid(tn->path, k->path))
+				continue;
+			char **nk = talloc_realloc(tn, tn->kids, char *, tn->nkids + 1);
+			if (!nk)
+				return -ENOMEM;
+			tn->kids = nk;
+			nk[tn->nkids] = talloc_strdup(nk, path_basename(k->path));
+			if (!nk[tn->nkids])
+				return -ENOMEM;
+			tn->nkids++;
+		}
+	}
+	if (flags & LU_TXN_FAILED)
+		t->failed = true;
+	if ((flags & LU_TXN_CONFLICT) && t->ohead) {
+		/* a recorded state no committed node can match: commit fails EAGAIN */
+		t->ohead->rec_exists = true;
+		t->ohead->rec_gen = 0;
+	}
+	return 0;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <talloc.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 struct watch {
@@ -335,4 +336,22 @@ void special_drop_domain(uint16_t domid)
 {
 	drop(acl_intro, &nacl_intro, domid);
 	drop(acl_release, &nacl_release, domid);
+}
+
+/* Live update (lu_stream.c): c's watches oldest first, as the client sent them. */
+int watch_visit(const struct conn *c, int (*fn)(void *arg, const char *orig, const char *token),
+		void *arg)
+{
+	const struct watch **v = talloc_array(NULL, const struct watch *, c->nwatches + 1);
+	unsigned int n = 0;
+	int ret = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (const struct watch *w = c->watches; w && n < c->nwatches; w = w->cnext)
+		v[n++] = w;
+	while (n-- > 0 && ret == 0)
+		ret = fn(arg, v[n]->orig, v[n]->token);
+	talloc_free(v);
+	return ret;
 }

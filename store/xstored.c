@@ -18,6 +18,8 @@
 #include <talloc.h>
 #include <unistd.h>
 
+#include "store/lu_stream.h"
+#include "store/xs_client.h"
 #include "store/xstored.h"
 
 static bool quit;
@@ -26,8 +28,10 @@ static void timer_event(struct ev_source *src, uint32_t events)
 {
 	uint64_t ticks;
 
-	if (read(src->fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks))
+	if (read(src->fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks)) {
 		conn_expire_events();
+		lu_tick();
+	}
 }
 
 static void signal_event(struct ev_source *src, uint32_t events)
@@ -131,6 +135,45 @@ static int mkdir_parent(const char *path)
 	return 0;
 }
 
+/* --check-stream (the live-update pre-flight), --inspect-state, --dump-state. */
+static int lu_offline(const char *check, const char *inspect, const char *dump,
+		      const char *socket_path)
+{
+	void *ctx = talloc_new(NULL);
+	char *buf, err[256];
+	size_t len;
+	int ret;
+
+	if (dump) {
+		const char *args[] = {"dump-state", dump};
+		struct xs_client *xc;
+		char *reply;
+		ret = xs_client_open(ctx, socket_path, &xc);
+		if (ret == 0)
+			ret = xs_client_control(xc, args, 2, ctx, &reply);
+		if (ret < 0)
+			fprintf(stderr, "xstored: dump-state: %s: %s\n", socket_path, strerror(-ret));
+		talloc_free(ctx);
+		return ret < 0 ? 1 : 0;
+	}
+	ret = lu_file_read(ctx, check ? check : inspect, &buf, &len);
+	if (ret < 0) {
+		fprintf(stderr, "xstored: %s: %s\n", check ? check : inspect, strerror(-ret));
+	} else if (check) {
+		struct lu_summary sum;
+		ret = lu_stream_check(buf, len, &sum, err, sizeof(err));
+		if (ret < 0)
+			printf("invalid stream: %s\n", err);
+		else
+			printf("xstored-stream-ok nodes %lu connections %lu transactions %lu\n",
+			       sum.nodes, sum.conns, sum.txns);
+	} else {
+		ret = lu_stream_print(stdout, buf, len);
+	}
+	talloc_free(ctx);
+	return ret < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -157,11 +200,15 @@ int main(int argc, char **argv)
 	    {"master-domid", required_argument, NULL, 'm'},
 	    {"timeout", required_argument, NULL, 'w'},
 	    {"live-update", no_argument, NULL, 'U'},
+	    {"check-stream", required_argument, NULL, 'c' + 512},
+	    {"inspect-state", required_argument, NULL, 'i' + 512},
+	    {"dump-state", required_argument, NULL, 'd' + 512},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *pidfile = NULL, *socket_path = NULL;
-	bool nofork = false, print_pid = false;
+	bool nofork = false, print_pid = false, live_update = false;
+	const char *check_stream = NULL, *inspect_state = NULL, *dump_state = NULL;
 	struct ev_source *listener, sigsrc = {.fd = -1, .fn = signal_event};
 	struct ev_source timersrc = {.fd = -1, .fn = timer_event};
 	struct itimerspec every_second = {{1, 0}, {1, 0}};
@@ -237,8 +284,17 @@ int main(int argc, char **argv)
 				err = -EINVAL;
 			break;
 		case 'U':
-			fprintf(stderr, "xstored: live update is not supported yet\n");
-			return 1;
+			live_update = true;
+			break;
+		case 'c' + 512:
+			check_stream = optarg;
+			break;
+		case 'i' + 512:
+			inspect_state = optarg;
+			break;
+		case 'd' + 512:
+			dump_state = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -264,6 +320,8 @@ int main(int argc, char **argv)
 		socket_path = defpath;
 	}
 	opts.socket_path = socket_path;
+	if (check_stream || inspect_state || dump_state)
+		return lu_offline(check_stream, inspect_state, dump_state, socket_path);
 
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
@@ -281,10 +339,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "xstored: out of memory\n");
 		goto out;
 	}
-	mkdir_parent(socket_path);
-	if ((v = socket_listen(socket_path, &listener)) < 0) {
-		fprintf(stderr, "xstored: cannot listen on %s: %s\n", socket_path, strerror(-v));
-		goto out;
+	lu_init(argc, argv, -1);
+	if (live_update) {
+		const char *state = getenv("XSTORED_LU_STATE");
+		if (!state)
+			state = lu_state_path(xsd_ctx, socket_path);
+		if (!state || lu_startup(state) < 0)
+			goto out;
+		nofork = true;
+		print_pid = false;
+	} else {
+		mkdir_parent(socket_path);
+		if ((v = socket_listen(socket_path, &listener)) < 0) {
+			fprintf(stderr, "xstored: cannot listen on %s: %s\n", socket_path,
+				strerror(-v));
+			goto out;
+		}
+		lu_init(argc, argv, listener->fd);
 	}
 	if (!nofork && daemon(0, 0) < 0) {
 		fprintf(stderr, "xstored: daemon: %s\n", strerror(errno));
@@ -334,6 +405,7 @@ int main(int argc, char **argv)
 			struct ev_source *src = evs[i].data.ptr;
 			src->fn(src, evs[i].events);
 		}
+		lu_poll();
 		conn_flush_dirty();
 		conn_reap();
 		trace_flush();
