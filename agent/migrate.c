@@ -264,7 +264,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		return -ENOMEM;
 	rv = xst_rpc_dial(ctx, url, &o.rpc);
 	if (rv < 0) {
-		rep->message = talloc_asprintf(ctx, "cannot reach the agent at %s: %s", url,
+		rep->message = talloc_asprintf(ctx, "cannot reach the destination agent at %s: %s", url,
 					       strerror(-rv));
 		return rv;
 	}

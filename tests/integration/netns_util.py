@@ -89,9 +89,11 @@ class Host:
                 self.socket, "--log", self.log, "-N", "--core", self.core]
         if self.addr:
             argv += ["--listen", self.url]
+        ipc = os.path.join(self.rundir, "agent.ipc")
+        if os.path.exists(ipc):       # left by a killed agent
+            os.unlink(ipc)
         self.agent_proc = subprocess.Popen(self._wrap(argv), stdout=subprocess.DEVNULL,
                                            stderr=open(self.dir / "agent.err", "a"))
-        ipc = os.path.join(self.rundir, "agent.ipc")
         wait_for(lambda: os.path.exists(ipc) or self.agent_proc.poll() is not None,
                  what="agent of " + self.name)
         assert self.agent_proc.poll() is None, open(self.dir / "agent.err").read()
@@ -147,6 +149,13 @@ class Host:
                 out[f[0]] = (int(f[1]), f[4])
         return out
 
+    def log_has(self, text):
+        try:
+            with open(self.log) as f:
+                return text in f.read()
+        except FileNotFoundError:
+            return False
+
     def domid(self, name):
         return int(self.xst("domid", name).stdout.strip())
 
@@ -174,7 +183,7 @@ class Lab:
     """n hosts; with netns=True each in its own namespace, joined by veth pairs to a
     bridge namespace (10.77.0.1..n/24)."""
 
-    def __init__(self, root, n, netns=True, core="sim"):
+    def __init__(self, root, n, netns=True, core="sim", cores=None):
         self.root = pathlib.Path(root)
         self.prefix = "xstmig%d" % os.getpid()
         self.namespaces = []
@@ -198,7 +207,8 @@ class Lab:
                     self._ip(br, "link", "set", "p%d" % (i + 1), "up")
                     self._ip(ns, "addr", "add", addr + "/24", "dev", "eth0")
                     self._ip(ns, "link", "set", "eth0", "up")
-                self.hosts.append(Host(self.root, "host%d" % (i + 1), ns, addr, core).start())
+                c = cores[i] if cores else core
+                self.hosts.append(Host(self.root, "host%d" % (i + 1), ns, addr, c).start())
         except BaseException:
             self.close()
             raise

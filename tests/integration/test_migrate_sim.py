@@ -1,0 +1,246 @@
+"""Live migration between hosts: each host a network namespace with its own xstored and
+xst-agent (tests/integration/netns_util.py), agents talking nng over TCP on veth links
+(10.77.0.0/24).  Sim-core guests dirty memory while they move; checksums of every page
+(paused moves), console continuity, the guest's xenstore connection on the new host,
+ping-pong, three hosts, refusal of a core mismatch, and the faults: destination agent
+dies, network cut, cancel, source agent dies after the handoff."""
+import signal
+import time
+
+import pytest
+
+from conftest import wait_for
+from netns_util import Lab, netns_usable, ticks
+
+CFG = """name = "{name}"
+core = "sim"
+memory = {mem}
+vcpus = 2
+workload = "{wl}"
+"""
+WL = "dirty=8M/s,console=50ms,ws=8M"
+
+
+@pytest.fixture(scope="module")
+def netns_ok():
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+
+
+@pytest.fixture
+def lab2(tmp_path, netns_ok):
+    with Lab(tmp_path, 2) as lab:
+        yield lab
+
+
+def create(h, tmp_path, name="vm1", mem=64, wl=WL):
+    cfg = tmp_path / (name + ".cfg")
+    cfg.write_text(CFG.format(name=name, mem=mem, wl=wl))
+    h.xst("create", str(cfg))
+    d = h.domid(name)
+    wait_for(lambda: len(ticks(h.console_log(d))) >= 2, what="guest ticks")
+    return d
+
+
+def running_copies(hosts, name="vm1"):
+    return [(h.name, st) for h in hosts for n, (_, st) in h.domains().items()
+            if n == name and st[0] == "r"]
+
+
+def migrate(src, dst, *opts, name="vm1"):
+    r = src.xst("migrate", *opts, name, dst.addr)
+    assert r.stdout.startswith("migrated domain "), r.stdout
+    assert "to %s: total " % dst.url in r.stdout and " ms, " in r.stdout \
+        and " bytes sent" in r.stdout, r.stdout
+    return r.stdout
+
+
+def test_live_migration_two_hosts(lab2, tmp_path):
+    a, b = lab2.hosts
+    d = create(a, tmp_path, mem=128)
+    a.xs("xenstore-write", "/local/domain/%d/data/app" % d, "state-7")
+    before = ticks(a.console_log(d))[-1]
+    out = migrate(a, b)
+    assert "zero pages skipped" in out
+    downtime = float(out.split("downtime ")[1].split(" ms")[0])
+    assert downtime < 1000, out
+    sent = int(out.split(" bytes sent")[0].rsplit(" ", 1)[1])
+    assert sent < 64 << 20, out       # 128 MiB guest, 8 MiB working set: zeros stay home
+    assert a.domains() == {} and a.running_domain_processes() == []
+    d2, st = b.domains()["vm1"]
+    assert st == "r-----"
+    wait_for(lambda: len(ticks(b.console_log(d2))) >= 3, what="ticks on the destination")
+    log = b.console_log(d2)
+    t = ticks(log)
+    assert t[0] > before and t == list(range(t[0], t[0] + len(t))), t[:10]
+    assert "booting" not in log
+    # xenstore state recreated there; the guest's xenbus client works on the new ring
+    assert b.xs("xenstore-read", "/local/domain/%d/data/app" % d2).stdout.strip() == "state-7"
+    assert b.xs("xenstore-read", "/local/domain/%d/name" % d2).stdout.strip() == "vm1"
+    b.xst("shutdown", "-w", "vm1", timeout=60)
+    assert b.domains() == {}
+
+
+def test_paused_migration_moves_every_byte(lab2, tmp_path):
+    a, b = lab2.hosts
+    d = create(a, tmp_path)
+    a.xst("pause", "vm1")
+    before = a.checksum(d)
+    migrate(a, b)
+    d2, st = b.domains()["vm1"]
+    assert st == "--p---"                      # paused stays paused
+    assert b.checksum(d2) == before
+    b.xst("destroy", "vm1")
+
+
+def test_20_ping_pong_migrations(lab2, tmp_path):
+    a, b = lab2.hosts
+    create(a, tmp_path, mem=64)
+    src, dst = a, b
+    last = 0
+    for i in range(20):
+        d = src.domid("vm1")
+        check = i % 2 == 1
+        if check:
+            src.xst("pause", "vm1")
+            before = src.checksum(d)
+        t = ticks(src.console_log(d))
+        assert t and t[-1] >= last, (i, last, t[-3:])
+        last = t[-1]
+        migrate(src, dst)
+        d2 = dst.domid("vm1")
+        assert src.domains() == {}
+        if check:
+            assert dst.checksum(d2) == before, "checksum error after migration %d" % i
+            dst.xst("unpause", "vm1")
+        wait_for(lambda: ticks(dst.console_log(d2)), what="ticks after migration %d" % i)
+        first = ticks(dst.console_log(d2))[0]
+        assert first > last, (i, last, first)
+        if check:
+            assert first == last + 1, (i, last, first)
+        assert "booting" not in dst.console_log(d2)
+        src, dst = dst, src
+    src.xst("shutdown", "-w", "vm1", timeout=60)   # its ring still works after 20 moves
+
+
+def test_three_hosts_round_trip(tmp_path, netns_ok):
+    with Lab(tmp_path, 3) as lab:
+        a, b, c = lab.hosts
+        create(a, tmp_path)
+        for src, dst in ((a, b), (b, c), (c, a)):
+            migrate(src, dst)
+            assert running_copies(lab.hosts) == [(dst.name, "r-----")]
+        d = a.domid("vm1")
+        n = len(ticks(a.console_log(d)))
+        wait_for(lambda: len(ticks(a.console_log(d))) > n + 2, what="ticking at home")
+        a.xst("destroy", "vm1")
+
+
+def test_core_mismatch_refused_before_anything_moves(tmp_path, netns_ok):
+    with Lab(tmp_path, 2, cores=["sim", "kvm"]) as lab:
+        a, b = lab.hosts
+        d = create(a, tmp_path)
+        r = a.xst("migrate", "vm1", b.addr, check=False)
+        assert r.returncode == 1
+        assert r.stderr == (
+            "xst: migrate: migration of domain %d (vm1) failed while preparing the "
+            "destination: destination: core mismatch: the domain runs on the sim core, "
+            "this host's agent uses kvm; the domain keeps running here\n" % d), r.stderr
+        assert b.domains() == {} and b.running_domain_processes() == []
+        assert a.domains()["vm1"] == (d, "r-----")
+        assert b.log_has("incoming migration refused: core mismatch")
+
+
+def test_unreachable_destination(lab2, tmp_path):
+    a, b = lab2.hosts
+    d = create(a, tmp_path)
+    b.kill_agent()
+    r = a.xst("migrate", "vm1", b.addr, check=False)
+    assert r.returncode == 1
+    assert r.stderr == ("xst: migrate: cannot reach the destination agent at %s: "
+                        "Connection refused\n" % b.url), r.stderr
+    assert a.domains()["vm1"] == (d, "r-----")
+    a.xst("destroy", "vm1")
+
+
+# The fault cases need a migration that lasts: --downtime 0 never fits, so it runs its
+# rounds (throttled) until the bound.
+SLOW = ("--downtime", "0", "--max-rounds", "400")
+BUSY = "dirty=64M/s,console=50ms,ws=32M"
+
+
+def start_slow(a, b):
+    p = a.xst_bg("migrate", *SLOW, "vm1", b.addr)
+    wait_for(lambda: b.log_has("(vm1) created"), timeout=20, what="incoming domain")
+    return p
+
+
+def test_destination_agent_dies(lab2, tmp_path):
+    a, b = lab2.hosts
+    d = create(a, tmp_path, mem=128, wl=BUSY)
+    p = start_slow(a, b)
+    time.sleep(0.3)
+    b.kill_agent()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, (out, err)
+    assert err.startswith("xst: migrate: migration of domain %d (vm1) failed while " % d), err
+    assert err.endswith("the domain keeps running here\n"), err
+    assert a.domains()["vm1"] == (d, "r-----")
+    n = len(ticks(a.console_log(d)))
+    wait_for(lambda: len(ticks(a.console_log(d))) > n + 2, what="source keeps running")
+    # the destination's half-built copy never ran
+    b.start_agent()
+    assert running_copies(lab2.hosts) == [("host1", "r-----")]
+
+
+def test_network_cut(lab2, tmp_path):
+    a, b = lab2.hosts
+    d = create(a, tmp_path, mem=128, wl=BUSY)
+    p = start_slow(a, b)
+    time.sleep(0.3)
+    lab2.cut(1)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 1, (out, err)
+    assert "failed while" in err and "the domain keeps running here" in err, err
+    assert a.domains()["vm1"] == (d, "r-----")
+    assert running_copies(lab2.hosts) == [("host1", "r-----")]
+    # after the link is back, a new migration replaces the stale incoming one
+    lab2.heal(1)
+    migrate(a, b)
+    assert running_copies(lab2.hosts) == [("host2", "r-----")]
+    assert len(b.running_domain_processes()) == 1
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "migrate-cancel"])
+def test_cancel(lab2, tmp_path, how):
+    a, b = lab2.hosts
+    d = create(a, tmp_path, mem=128, wl=BUSY)
+    p = start_slow(a, b)
+    time.sleep(0.3)
+    if how == "ctrl-c":
+        p.send_signal(signal.SIGINT)
+    else:
+        r = a.xst("migrate-cancel", "vm1")
+        assert r.stdout == "migration of vm1 cancelled at %s\n" % b.url
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, (out, err)
+    assert "destination: migration cancelled; the domain keeps running here" in err, err
+    assert a.domains()["vm1"] == (d, "r-----")
+    wait_for(lambda: b.domains() == {} and b.running_domain_processes() == [],
+             what="the incoming copy gone")
+
+
+def test_source_agent_dies_after_handoff(lab2, tmp_path):
+    a, b = lab2.hosts
+    create(a, tmp_path)
+    p = a.xst_bg("migrate", "vm1", b.addr)
+    wait_for(lambda: b.log_has("migrated in and running"), timeout=60, what="handoff")
+    a.kill_agent()
+    p.communicate(timeout=30)
+    a.start_agent()        # re-adopts whatever is left of its copy
+    assert running_copies(lab2.hosts) == [("host2", "r-----")]
+    d2 = b.domid("vm1")
+    n = len(ticks(b.console_log(d2)))
+    wait_for(lambda: len(ticks(b.console_log(d2))) > n + 2, what="running on host2")
