@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agent_util import Host, process_alive, rss_kib, wait_state
-from conftest import build_path, wait_for
+from conftest import BUILD, build_path, wait_for
 
 
 @pytest.fixture
@@ -346,4 +346,7 @@ def test_many_domains_no_leak(host):
           % (N_MANY, t1, t2, rss1, rss2, blocks1, blocks2))
     # Every object the agent allocates is on its talloc tree: back to the same count.
     assert blocks2 == blocks1
-    assert rss2 < rss1 + 1024, (rss1, rss2)
+    # ASan's allocator keeps per-size caches and an ever-growing stack depot, so its RSS
+    # moves by a few MiB without any leak (the talloc count above is the exact check).
+    slack = 8192 if BUILD.name == "san" else 1024
+    assert rss2 < rss1 + slack, (rss1, rss2)
