@@ -247,7 +247,7 @@ int do_get_domain_path(struct req *r)
 
 	if (!a)
 		return -EINVAL;
-	snprintf(buf, sizeof(buf), "/local/domain/%d", atoi(a));
+	snprintf(buf, sizeof(buf), "/local/domain/%u", (unsigned int)atoi(a));
 	return reply_str(r, buf);
 }
 

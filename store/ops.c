@@ -419,6 +419,8 @@ int do_unwatch(struct req *r)
 	if (req_strings(r, s, 2) != 2 || r->data[r->len - 1] != '\0')
 		return -EINVAL;
 	ret = path_canon(r->conn, s[0], true, r->ctx, &path);
+	if (ret == -EINVAL)
+		return -ENOENT; /* no watch can have an invalid path (C answers ENOENT) */
 	if (ret < 0)
 		return ret;
 	ret = watch_remove(r->conn, path, s[1]);

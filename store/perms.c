@@ -42,10 +42,9 @@ int perms_parse(void *ctx, const char *s, size_t len, unsigned int count, struct
 			goto inval;
 		}
 		d = strtol(s + 1, &e, 0);
-		if (*e != '\0' || d < 0 || d > UINT16_MAX)
+		if (*e != '\0' || e == s + 1)
 			goto inval;
-		p[i].domid = (uint16_t)d;
-		p[i].pad = 0;
+		p[i].domid = (uint32_t)d; /* as C xenstored: truncated to unsigned int */
 		s += l + 1;
 	}
 	*out = p;
@@ -61,8 +60,9 @@ int perms_format(const struct xs_perm *p, unsigned int n, char *buf, size_t cap)
 	size_t off = 0;
 
 	for (unsigned int i = 0; i < n; i++) {
-		int l = snprintf(buf + off, cap - off, "%c%u",
-				 letters[p[i].bits & (XS_PERM_READ | XS_PERM_WRITE)], p[i].domid);
+		int l =
+		    snprintf(buf + off, cap - off, "%c%d",
+			     letters[p[i].bits & (XS_PERM_READ | XS_PERM_WRITE)], (int)p[i].domid);
 		if (l < 0 || (size_t)l + 1 > cap - off)
 			return -E2BIG;
 		off += (size_t)l + 1; /* keep the NUL */
@@ -79,12 +79,12 @@ unsigned int perm_for_conn(const struct conn *c, const struct xs_perm *p, unsign
 		return all;
 	if (n == 0)
 		return 0;
-	if (c->domid == p[0].domid || (c->target >= 0 && c->target == p[0].domid))
+	if (c->domid == p[0].domid || (c->target >= 0 && (uint32_t)c->target == p[0].domid))
 		return all;
 	for (unsigned int i = 1; i < n; i++) {
 		if (p[i].bits & XS_PERM_IGNORE)
 			continue;
-		if (p[i].domid != c->domid && (c->target < 0 || p[i].domid != c->target))
+		if (p[i].domid != c->domid && (c->target < 0 || p[i].domid != (uint32_t)c->target))
 			continue;
 		if (!domain_exists(p[i].domid, gen))
 			continue;

@@ -24,11 +24,12 @@
 #define XS_PERM_OWNER 0x08
 #define XS_PERM_IGNORE 0x10
 
+/* domid is 32 bits as in C xenstored, which keeps any strtol() value ("r-1" reads
+ * back as "r-1"); packed to 5 bytes to keep node records small. */
 struct xs_perm {
-	uint16_t domid;
+	uint32_t domid;
 	uint8_t bits; /* XS_PERM_READ|WRITE, maybe IGNORE */
-	uint8_t pad;
-};
+} __attribute__((packed));
 
 struct conn;
 int perms_parse(void *ctx, const char *s, size_t len, unsigned int count, struct xs_perm **out);
