@@ -28,12 +28,14 @@
 /*
  * Linux on KVM's PVM backend: PVM does not apply the CPUID we set to what the guest
  * reads, so the features its kernel-mode emulator lacks are cleared through the command
- * line (xsave/AVX: "x87 FPU will use FXSAVE"; SMAP: clac/stac are not emulated) and
- * mitigations that only add emulated work are off.
+ * line (xsave/AVX: "x87 FPU will use FXSAVE"; SMAP: clac/stac are not emulated);
+ * mitigations, and ftrace's weak-function check (a kallsyms lookup per call site, which
+ * emulated takes minutes and trips the soft-lockup watchdog), only add emulated work.
  */
 #define PVM_LINUX_CMDLINE \
-	"clearcpuid=xsave,popcnt,cx16,rdtscp,avx,avx2,rdrand,rdseed,fma,f16c,smap " \
-	"mitigations=off"
+	"clearcpuid=xsave,popcnt,cx16,rdtscp,avx,avx2,rdrand,rdseed,fma,f16c,smap,"      \
+	"sse,sse2,pni,ssse3,sse4_1,sse4_2,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq " \
+	"mitigations=off initcall_blacklist=ftrace_check_for_weak_functions"
 #define HVM_START_MAGIC 0x336ec578u
 #define KERNEL_MAX (512u << 20)
 
