@@ -350,3 +350,38 @@ def test_many_domains_no_leak(host):
     # moves by a few MiB without any leak (the talloc count above is the exact check).
     slack = 8192 if BUILD.name == "san" else 1024
     assert rss2 < rss1 + slack, (rss1, rss2)
+
+
+def test_create_console_both_ways(host):
+    """`xst create -c` attaches to the new domain's console; input reaches the guest (the
+    sim guest's console echoes it back)."""
+    path = host.cfg("cc", 'name = "cc"\nmemory = 16\n')
+    p = subprocess.Popen([str(build_path("tools", "xst")), "create", "-c", path],
+                         env=dict(os.environ, XST_AGENT=host.url), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: host.dom("cc") is not None, what="domain cc")
+        p.stdin.write(b"hello-console\n")
+        p.stdin.flush()
+        time.sleep(1.0)
+    finally:
+        p.kill()
+    out = p.stdout.read().decode(errors="replace")
+    p.wait()
+    assert "cc (domid" in out and "booting" in out, out
+    assert "hello-console" in out, out
+    # The console socket stays usable by the next client, which gets the buffered output.
+    r = subprocess.Popen([str(build_path("tools", "xst")), "console", "cc"],
+                         env=dict(os.environ, XST_AGENT=host.url), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    r.kill()
+    assert "hello-console" in r.stdout.read().decode(errors="replace")
+    r.wait()
+    # Destroying the domain ends an attached console with status 0.
+    c = subprocess.Popen([str(build_path("tools", "xst")), "console", "cc"],
+                         env=dict(os.environ, XST_AGENT=host.url), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    host.xst("destroy", "cc")
+    assert c.wait(10) == 0
