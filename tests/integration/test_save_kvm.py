@@ -1,0 +1,162 @@
+"""xst save / restore / migrate with the kvm core and the project's PVH test guest
+(tests/guests/xstguest), which prints `COUNTER n errors=e dirtied=d` and verifies its own
+page checksums on every tick.  Skips, printing why, only when /dev/kvm is unusable."""
+import os
+import re
+
+import pytest
+
+from conftest import build_path, wait_for
+from netns_util import Host, Lab, netns_usable
+
+GUEST = build_path("tests", "guests", "xstguest")
+CFG = """name = "{name}"
+type = "pvh"
+core = "kvm"
+memory = {mem}
+vcpus = 1
+kernel = "{kernel}"
+cmdline = "tick=50 dirty=4M rate=4000 xs=1"
+"""
+
+
+def kvm_usable():
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as e:
+        return "/dev/kvm unusable: %s" % e.strerror
+    os.close(fd)
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def need_kvm():
+    why = kvm_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+    assert os.path.exists(GUEST), "test guest not built: %s" % GUEST
+    assert os.path.exists(build_path("plugins", "kvm", "xst-hv-kvm.so"))
+
+
+def counters(log):
+    return [tuple(map(int, m)) for m in
+            re.findall(r"COUNTER (\d+) errors=(\d+) dirtied=(\d+)", log)]
+
+
+def create(h, tmp_path, name="vk", mem=64):
+    cfg = tmp_path / (name + ".cfg")
+    cfg.write_text(CFG.format(name=name, mem=mem, kernel=GUEST))
+    h.xst("create", str(cfg))
+    d = h.domid(name)
+    wait_for(lambda: len(counters(h.console_log(d))) >= 3, what="guest counters")
+    return d
+
+
+def last_counter(h, d):
+    c = counters(h.console_log(d))
+    assert all(e == 0 for _, e, _ in c), c
+    return c[-1][0]
+
+
+def wait_counter_after(h, d, n):
+    wait_for(lambda: [c for c in counters(h.console_log(d)) if c[0] > n], timeout=20,
+             what="counter above %d" % n)
+    c = counters(h.console_log(d))
+    assert "CHECKSUM-ERROR" not in h.console_log(d)
+    assert all(e == 0 for _, e, _ in c), c
+    return [x[0] for x in c]
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path, "host", core="kvm").start()
+    yield h
+    h.stop()
+
+
+def test_kvm_save_restore_continues(host, tmp_path):
+    d = create(host, tmp_path)
+    host.xst("pause", "vk")
+    n = last_counter(host, d)
+    f = tmp_path / "vk.save"
+    host.xst("save", "vk", str(f))
+    assert host.domains() == {}
+    host.xst("restore", str(f))
+    d2 = host.domid("vk")
+    seen = wait_counter_after(host, d2, n)
+    assert seen[0] == n + 1, (n, seen[:3])       # continued, not rebooted
+    # (no xenstore shutdown here: the test guest does not re-register its watch after
+    # the ring reset of a restore; the watch itself is not carried over, see
+    # docs/migration.md)
+    host.xst("destroy", "vk")
+
+
+def test_kvm_20_save_restore_cycles(host, tmp_path):
+    create(host, tmp_path)
+    for i in range(20):
+        d = host.domid("vk")
+        host.xst("pause", "vk")
+        n = last_counter(host, d)
+        f = tmp_path / ("c%d.save" % (i % 2))
+        host.xst("save", "vk", str(f))
+        host.xst("restore", str(f))
+        d2 = host.domid("vk")
+        seen = wait_counter_after(host, d2, n)
+        assert seen[0] == n + 1, (i, n, seen[:3])
+    host.xst("destroy", "vk")
+
+
+def test_kvm_bad_files_refused(host, tmp_path):
+    create(host, tmp_path)
+    good = tmp_path / "good.save"
+    host.xst("save", "vk", str(good))
+    data = good.read_bytes()
+    for name, blob in (("truncated", data[:len(data) - 5000]),
+                       ("flipped", data[:4096] + bytes([data[4096] ^ 1]) + data[4097:])):
+        f = tmp_path / name
+        f.write_bytes(blob)
+        r = host.xst("restore", str(f), check=False)
+        assert r.returncode == 1 and r.stderr.startswith("xst: restore: %s: " % f), r.stderr
+        assert r.stderr.count("\n") == 1
+        assert host.domains() == {} and host.running_domain_processes() == []
+    host.xst("restore", str(good))
+    host.xst("destroy", "vk")
+
+
+def test_kvm_live_migration_ping_pong(tmp_path):
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+    with Lab(tmp_path, 2, core="kvm") as lab:
+        a, b = lab.hosts
+        create(a, tmp_path, mem=128)
+        src, dst = a, b
+        for i in range(6):
+            d = src.domid("vk")
+            n = last_counter(src, d)
+            r = src.xst("migrate", "vk", dst.addr)
+            assert r.stdout.startswith("migrated domain "), r.stdout
+            d2 = dst.domid("vk")
+            seen = wait_counter_after(dst, d2, n)
+            assert seen[0] > n, (i, n, seen[:3])
+            assert src.domains() == {}
+            src, dst = dst, src
+        src.xst("destroy", "vk")
+
+
+def test_kvm_to_sim_refused(tmp_path):
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+    with Lab(tmp_path, 2, cores=["kvm", "sim"]) as lab:
+        a, b = lab.hosts
+        d = create(a, tmp_path)
+        r = a.xst("migrate", "vk", b.addr, check=False)
+        assert r.returncode == 1
+        assert "core mismatch: the domain runs on the kvm core, this host's agent uses sim" \
+            in r.stderr, r.stderr
+        assert b.domains() == {}
+        assert a.domains()["vk"] == (d, "r-----")
