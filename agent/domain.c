@@ -681,10 +681,10 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 	const char *action = act;
 	Xstagent__DomainConfig *cfg;
 	char *msg = NULL;
+	bool restart;
 
 	/* A copy: destroying d below frees its config. */
 	snprintf(act, sizeof(act), "%s", action_for(d->cfg, reason));
-	bool restart;
 
 	if (d->state == ADOM_PRESERVED)
 		return;
@@ -711,7 +711,6 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 		return;
 	}
 	cfg = config_copy(d->cfg, a);
-	/* action may point into d, which the destroy below frees. */
 	restart = strcmp(action, "restart") == 0 || strcmp(action, "rename-restart") == 0;
 	if (strcmp(action, "rename-restart") == 0) {
 		/* Keep the old one under a new name, start a fresh one with the name. */
