@@ -560,6 +560,8 @@ static void activate(void)
 	size_t len;
 	int ret;
 
+	uint64_t t0 = now_ms(), t1, t2;
+
 	conn_flush_dirty();
 	h.len = 3;
 	memcpy(okmsg, &h, sizeof(h));
@@ -576,8 +578,14 @@ static void activate(void)
 		session_end("Dump state open error");
 		goto out;
 	}
+	t1 = now_ms();
 	set_cloexec(false);
 	why = preflight(tmp, state);
+	t2 = now_ms();
+	if (trace_on())
+		trace_printf("live-update: %zu bytes of state written in %lu ms, checked by the "
+			     "new binary in %lu ms\n", len, (unsigned long)(t1 - t0),
+			     (unsigned long)(t2 - t1));
 	if (why) {
 		set_cloexec(true);
 		unlink(state);
@@ -627,9 +635,13 @@ int lu_startup(const char *path)
 		return ret;
 	}
 	unlink(path);
+	uint64_t t0 = now_ms();
 	ret = lu_stream_restore(buf, len, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
+	else if (trace_on())
+		trace_printf("live-update: %zu bytes of state restored in %lu ms\n", len,
+			     (unsigned long)(now_ms() - t0));
 	talloc_free(buf);
 	return ret;
 }

@@ -19,6 +19,7 @@
 #include "store/lu_stream.h"
 
 #define PREAMBLE_LEN 16
+#define CHAIN_MAX 1100 /* deeper than any path allowed (XS_ABS_PATH_MAX / 2) */
 #define HOST_BIG (__BYTE_ORDER == __BIG_ENDIAN)
 
 /* ---- writer ---- */
@@ -275,6 +276,13 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	for (const struct conn *c = conn_list; c; c = c->next)
 		order[n++] = c; /* newest first: written oldest first below */
 
+	/* one allocation for typical stores: ~64 bytes per node record */
+	w.cap = 65536 + node_count() * 64;
+	w.p = talloc_size(NULL, w.cap);
+	if (!w.p) {
+		talloc_free(order);
+		return -ENOMEM;
+	}
 	wb_put(&w, "xenstore", 8);
 	be = htobe32(1);
 	wb_put(&w, &be, 4);
@@ -868,6 +876,14 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 	if (tool)
 		node_delete(tool);
 	rd_preamble(&r);
+	/* pass 1: listener, connections, watches, committed nodes.  chain[] holds the
+	 * path from the root to the last created node (root: length 0). */
+	struct chain {
+		const char *path;
+		size_t len;
+		struct node *n;
+	} chain[CHAIN_MAX];
+	unsigned int nchain = 0;
 	/* pass 1: listener, connections, watches, committed nodes */
 	while ((ret = rd_next(&r, &rc)) > 0) {
 		struct pnode pn;
@@ -924,12 +940,28 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			} else if (strcmp(pn.path, "/") == 0) {
 				struct node *root = node_root();
 				ret = node_set(&root, pn.val, pn.vlen, pn.p, pn.np);
+				chain[0] = (struct chain){"", 0, node_root()};
+				nchain = 1;
 			} else {
-				struct node *parent = mkparent_node(pn.path);
+				/* pre-order: the parent is on the chain of the last node */
 				const char *name = strrchr(pn.path, '/') + 1;
+				size_t plen = (size_t)(name - 1 - pn.path);
+				struct node *parent = NULL, *n;
+				while (nchain > 0) {
+					struct chain *top = &chain[nchain - 1];
+					if (top->len == plen && memcmp(top->path, pn.path, plen) == 0) {
+						parent = top->n;
+						break;
+					}
+					nchain--;
+				}
+				if (!parent)
+					parent = mkparent_node(pn.path);
 				ret = parent ? node_create(parent, name, strlen(name), pn.p, pn.np,
-							   pn.val, pn.vlen, NULL)
+							   pn.val, pn.vlen, &n)
 					     : -EINVAL;
+				if (ret == 0 && nchain < CHAIN_MAX)
+					chain[nchain++] = (struct chain){pn.path, strlen(pn.path), n};
 			}
 			if (ret < 0)
 				goto fail;

@@ -66,6 +66,10 @@ static void usage(FILE *f)
 	    "  -p, --priv-domid ID      domain treated as privileged\n"
 	    "  -K, --keep-orphans       keep nodes of released domains (owned by priv domid)\n"
 	    "  -w watch-event=SECS      drop events a domain leaves unread that long (20)\n"
+	    "  -U, --live-update        started by a live update: restore the state file\n"
+	    "  --check-stream FILE      check a live-update state stream, print a summary\n"
+	    "  --inspect-state FILE     print a state stream in readable form\n"
+	    "  --dump-state FILE        ask the running daemon to write its state to FILE\n"
 	    "  -D, -R, -I, -V, -e, -m   accepted for compatibility\n"
 	    "  -h, --help               this text\n");
 }
