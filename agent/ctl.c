@@ -188,6 +188,42 @@ static int reply_domains(struct call *c, Xstagent__Domain **doms, size_t n)
 	return 0;
 }
 
+/* The CLI checks configs (tools/xlcfg.c), but any client may send one: check again
+ * everything that sizes an allocation or reaches the domain process. */
+static int config_check(struct call *c, const Xstagent__DomainConfig *cf)
+{
+	static const char *const types[] = { "pvh", "hvm", "pv" };
+	static const char *const cores[] = { "auto", "sim", "kvm" };
+	const char *acts[4] = { cf->on_poweroff, cf->on_reboot, cf->on_crash, cf->on_soft_reset };
+	uint64_t map[16];
+	unsigned int hi, i;
+	bool ok;
+
+	if (cf->maxvcpus < 1 || cf->maxvcpus > 128 || cf->vcpus < 1 || cf->vcpus > cf->maxvcpus)
+		return fail(c, -EINVAL, "vcpus %u / maxvcpus %u out of range (1 <= vcpus <= "
+					"maxvcpus <= 128)", cf->vcpus, cf->maxvcpus);
+	if (cf->memory_mib < 1 || cf->maxmem_mib > (1ull << 24) || cf->memory_mib > cf->maxmem_mib)
+		return fail(c, -EINVAL, "memory %llu / maxmem %llu MiB out of range",
+			    (unsigned long long)cf->memory_mib, (unsigned long long)cf->maxmem_mib);
+	if (cf->cpu_weight < 1 || cf->cpu_weight > 65535 || cf->cpu_cap > 100 * cf->maxvcpus)
+		return fail(c, -EINVAL, "cpu_weight %u / cpu_cap %u out of range", cf->cpu_weight,
+			    cf->cpu_cap);
+	if (cf->cpus && xlcfg_cpulist_parse(cf->cpus, map, &hi) < 0)
+		return fail(c, -EINVAL, "invalid cpu list \"%s\"", cf->cpus);
+	for (i = 0; i < 4; i++)
+		if (!xlcfg_action_valid(acts[i]))
+			return fail(c, -EINVAL, "unknown action \"%s\"", acts[i]);
+	for (ok = false, i = 0; i < 3; i++)
+		ok |= strcmp(cf->type, types[i]) == 0;
+	if (!ok)
+		return fail(c, -EINVAL, "unknown type \"%s\"", cf->type);
+	for (ok = false, i = 0; i < 3; i++)
+		ok |= strcmp(cf->core, cores[i]) == 0;
+	if (!ok)
+		return fail(c, -EINVAL, "unknown core \"%s\"", cf->core);
+	return 0;
+}
+
 static int h_create(struct call *c)
 {
 	const Xstagent__Create *cr = c->req->create;
@@ -200,6 +236,9 @@ static int h_create(struct call *c)
 		return fail(c, -EINVAL, "invalid domain name \"%s\"", cr->config->name);
 	if (cr->config->has_uuid && cr->config->uuid.len != 16)
 		return fail(c, -EINVAL, "uuid must be 16 bytes");
+	rv = config_check(c, cr->config);
+	if (rv < 0)
+		return rv;
 	rv = adom_create(c->a, cr->config, cr->has_paused && cr->paused, &d, &msg, c->ctx);
 	if (rv < 0)
 		return fail(c, rv, "%s", msg ? msg : strerror(-rv));

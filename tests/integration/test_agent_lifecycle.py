@@ -385,3 +385,26 @@ def test_create_console_both_ways(host):
     time.sleep(0.3)
     host.xst("destroy", "cc")
     assert c.wait(10) == 0
+
+
+def raw(host, *argv):
+    r = subprocess.run([str(build_path("agent", "agent-rawclient")), host.url] + list(argv),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_agent_refuses_bad_requests(host):
+    """Requests the CLI would never send get an error reply; the agent keeps serving."""
+    assert raw(host, "garbage") == "error=-71 message=malformed request\n"
+    assert raw(host, "create", "x", "1", "100000", "16", "destroy") == \
+        "error=-22 message=vcpus 1 / maxvcpus 100000 out of range " \
+        "(1 <= vcpus <= maxvcpus <= 128)\n"
+    assert raw(host, "create", "x", "1", "1", "0", "destroy") == \
+        "error=-22 message=memory 0 / maxmem 0 MiB out of range\n"
+    assert raw(host, "create", "x", "1", "1", "16", "explode") == \
+        'error=-22 message=unknown action "explode"\n'
+    assert raw(host, "create", "a/b", "1", "1", "16", "destroy") == \
+        'error=-22 message=invalid domain name "a/b"\n'
+    assert raw(host, "create", "ok", "1", "1", "16", "destroy") == "error=0 message=\n"
+    assert [d["name"] for d in host.domains()] == ["Domain-0", "ok"]

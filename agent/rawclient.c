@@ -1,0 +1,71 @@
+/*
+ * agent-rawclient: sends the xst-agent requests the xst CLI never would (configs it
+ * validates away, garbage bytes), for the integration tests.  Not installed.
+ *
+ *   agent-rawclient URL create NAME VCPUS MAXVCPUS MEMORY_MIB ACTION
+ *   agent-rawclient URL garbage
+ *
+ * Prints the reply as "error=<n> message=<text>" and exits 0 when a reply came.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <talloc.h>
+
+#include "proto/agent.pb-c.h"
+#include "proto/rpc.h"
+
+int main(int argc, char **argv)
+{
+	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
+	Xstagent__Create cr = XSTAGENT__CREATE__INIT;
+	Xstagent__DomainConfig c = XSTAGENT__DOMAIN_CONFIG__INIT;
+	Xstagent__Reply *rep;
+	ProtobufCMessage *m;
+	struct xst_rpc *r;
+	void *ctx = talloc_new(NULL);
+	int rv;
+
+	if (argc < 3)
+		return 2;
+	rv = xst_rpc_dial(ctx, argv[1], &r);
+	if (rv < 0) {
+		fprintf(stderr, "dial: %s\n", strerror(-rv));
+		return 1;
+	}
+	if (strcmp(argv[2], "garbage") == 0) {
+		uint8_t *buf;
+		size_t len;
+
+		rv = xst_rpc_call(r, "\xff\xff\xff\xff", 4, 10000, ctx, &buf, &len);
+		if (rv == 0)
+			rv = xst_rpc_unpack(&xstagent__reply__descriptor, buf, len, ctx, &m);
+	} else if (strcmp(argv[2], "create") == 0 && argc == 8) {
+		c.name = argv[3];
+		c.type = "pvh";
+		c.vcpus = (uint32_t)strtoul(argv[4], NULL, 10);
+		c.maxvcpus = (uint32_t)strtoul(argv[5], NULL, 10);
+		c.memory_mib = c.maxmem_mib = strtoull(argv[6], NULL, 10);
+		c.cpu_weight = 256;
+		c.pool = "Pool-0";
+		c.on_poweroff = c.on_reboot = c.on_crash = argv[7];
+		c.on_soft_reset = "soft-reset";
+		c.core = "sim";
+		cr.config = &c;
+		req.body_case = XSTAGENT__REQUEST__BODY_CREATE;
+		req.create = &cr;
+		rv = xst_rpc_call_msg(r, &req.base, 30000, &xstagent__reply__descriptor, ctx, &m);
+	} else {
+		return 2;
+	}
+	if (rv < 0) {
+		fprintf(stderr, "call: %s\n", strerror(-rv));
+		return 1;
+	}
+	rep = (Xstagent__Reply *)m;
+	printf("error=%d message=%s\n", rep->error, rep->message ? rep->message : "");
+	talloc_free(ctx);
+	return 0;
+}
