@@ -190,6 +190,11 @@ const char *db_kid(const struct nview *v, unsigned int i)
 	return v->g ? node_name(v->g->kids[i]) : v->t->kids[i];
 }
 
+size_t db_kid_len(const struct nview *v, unsigned int i)
+{
+	return v->g ? v->g->kids[i]->namelen : strlen(v->t->kids[i]);
+}
+
 void db_event(struct conn *c, struct txn *t, const char *path, bool exact,
 	      const struct xs_perm *perms, unsigned int nperms, uint64_t gen)
 {
@@ -686,8 +691,8 @@ int txn_restore_done(struct txn *t, uint32_t flags)
 			continue;
 		unsigned int n = 0;
 		for (unsigned int i = 0; i < tn->nkids; i++) {
-			char *cp = talloc_asprintf(NULL, "%s/%s", strcmp(tn->path, "/") ? tn->path : "",
-						   tn->kids[i]);
+			char *cp = talloc_asprintf(
+			    NULL, "%s/%s", strcmp(tn->path, "/") ? tn->path : "", tn->kids[i]);
 			struct tnode *k = cp ? tfind(t, cp) : NULL;
 			talloc_free(cp);
 			if (k && !k->exists)

@@ -117,6 +117,7 @@ struct nview {
 int db_get(struct conn *c, struct txn *t, const char *path, struct nview *v);
 unsigned int db_nkids(const struct nview *v);
 const char *db_kid(const struct nview *v, unsigned int i);
+size_t db_kid_len(const struct nview *v, unsigned int i);
 int db_create(struct conn *c, struct txn *t, const char *path, const struct xs_perm *perms,
 	      unsigned int nperms, const void *val, uint32_t vlen);
 int db_update(struct conn *c, struct txn *t, const char *path, const void *val, uint32_t vlen,
