@@ -32,6 +32,7 @@
 #include "proto/rpc.h"
 
 #define MIG_CALL_MS 10000
+#define MIG_PREPARE_MS 120000 /* the first chunk: the destination creates (and clears) */
 #define MIG_DEFAULT_DOWNTIME_MS 30
 #define MIG_DEFAULT_ROUNDS 30
 #define MIG_MIN_RATE (50.0 * 1024 * 1024) /* bytes/s assumed before a measurement */
@@ -42,6 +43,7 @@ struct mig_out {
 	uint64_t session;
 	char *dest_msg; /* the destination's error message */
 	bool transport; /* the last chunk got no answer (lost, timed out) */
+	bool prepared;  /* the destination has answered the first chunk */
 	void *ctx;
 };
 
@@ -63,8 +65,9 @@ static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 	md.data.len = len;
 	req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
 	req.mig_data = &md;
-	rv = xst_rpc_call_msg(o->rpc, &req.base, MIG_CALL_MS, &xstagent__reply__descriptor, tmp,
-			      &m);
+	rv = xst_rpc_call_msg(o->rpc, &req.base, o->prepared ? MIG_CALL_MS : MIG_PREPARE_MS,
+			      &xstagent__reply__descriptor, tmp, &m);
+	o->prepared = true;
 	o->transport = rv < 0;
 	if (rv < 0) {
 		o->dest_msg = talloc_asprintf(o->ctx, "destination agent %s: %s",
