@@ -11,6 +11,7 @@
 #include <string.h>
 #include <talloc.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 #define DOMID_MAX 65536
@@ -286,4 +287,25 @@ int do_set_target(struct req *r)
 	if (d->conn)
 		d->conn->target = (int)tdomid;
 	return reply_ok(r);
+}
+
+/* Live update (lu_stream.c): a domain as it was, its ring connection (or NULL) and
+ * a fresh introduction generation (older than every restored node). */
+int domain_restore(unsigned int domid, bool introduced, bool shutdown_reported, int target,
+		   struct conn *c)
+{
+	struct domain *d = domain_acct(domid);
+
+	if (!d)
+		return -ENOMEM;
+	d->introduced = introduced;
+	d->shutdown_reported = shutdown_reported;
+	d->target = target;
+	if (introduced)
+		d->gen = ++store_gen;
+	if (c) {
+		d->conn = c;
+		c->target = target;
+	}
+	return 0;
 }

@@ -455,9 +455,16 @@ static void set_cloexec(bool on)
 	for (int i = 0; i < 1; i++)
 		if (fds[i] >= 0)
 			fcntl(fds[i], F_SETFD, on ? FD_CLOEXEC : 0);
-	for (const struct conn *c = conn_list; c; c = c->next)
-		if (!c->is_ring && c->src.fd >= 0)
+	for (const struct conn *c = conn_list; c; c = c->next) {
+		int rfds[3];
+		uint64_t gfn;
+		if (c->is_ring && ring_export(c, rfds, &gfn) == 0) {
+			for (int i = 0; i < 3; i++)
+				fcntl(rfds[i], F_SETFD, on ? FD_CLOEXEC : 0);
+		} else if (!c->is_ring && c->src.fd >= 0) {
 			fcntl(c->src.fd, F_SETFD, on ? FD_CLOEXEC : 0);
+		}
+	}
 }
 
 /* New argv: original (or argv[0] + -c words), minus -U, plus tail[0..ntail). */
@@ -568,9 +575,7 @@ static void activate(void)
 	memcpy(okmsg + sizeof(h), "OK", 3);
 	ret = lu_stream_build(tmp, lu_listen_fd, &extra, &buf, &len);
 	if (ret < 0) {
-		msg = talloc_asprintf(tmp, "Dump state error: %s", ret == -EOPNOTSUPP
-				      ? "domain ring connections cannot be carried over yet"
-				      : strerror(-ret));
+		msg = talloc_asprintf(tmp, "Dump state error: %s", strerror(-ret));
 		session_end(msg ? msg : "Dump state error");
 		goto out;
 	}

@@ -208,9 +208,10 @@ static int w_tevent(void *arg, uint32_t tx_id, const char *path, bool exact,
 	return x->w->err;
 }
 
-static bool conn_is_socket(const struct conn *c)
+/* Connections a live update carries: sockets and domain rings (not memconn). */
+static bool conn_carried(const struct conn *c)
 {
-	return !c->is_ring && strcmp(c->ops->name, "socket") == 0;
+	return c->is_ring || strcmp(c->ops->name, "socket") == 0;
 }
 
 static void wb_conn(struct wbuf *w, const struct conn *c, const struct lu_extra *extra)
@@ -233,10 +234,16 @@ static void wb_conn(struct wbuf *w, const struct conn *c, const struct lu_extra 
 	}
 	at = rec_begin(w, LU_REC_CONN);
 	wb_u32(w, c->id);
-	wb_u16(w, 1); /* socket */
+	wb_u16(w, c->is_ring ? 0 : 1);
 	wb_u16(w, 0);
-	wb_u32(w, (uint32_t)c->src.fd);
-	wb_u32(w, 0);
+	if (c->is_ring) {
+		wb_u16(w, c->domid);
+		wb_u16(w, c->target >= 0 ? (uint16_t)c->target : 0x7FF4);
+		wb_u32(w, 0); /* event channel: xst rings use eventfds (RING record) */
+	} else {
+		wb_u32(w, (uint32_t)c->src.fd);
+		wb_u32(w, 0);
+	}
 	wb_u16(w, (uint16_t)in_len);
 	wb_u16(w, (uint16_t)resp);
 	wb_u32(w, (uint32_t)out_len);
@@ -247,6 +254,20 @@ static void wb_conn(struct wbuf *w, const struct conn *c, const struct lu_extra 
 	if (extra && extra->conn == c)
 		wb_put(w, extra->data, extra->len);
 	rec_end(w, at);
+	if (c->is_ring) {
+		int fds[3];
+		uint64_t gfn;
+		if (ring_export(c, fds, &gfn) < 0) {
+			w->err = -EINVAL;
+			return;
+		}
+		at = rec_begin(w, LU_REC_XST_RING);
+		wb_u32(w, c->id);
+		for (int i = 0; i < 3; i++)
+			wb_u32(w, (uint32_t)fds[i]);
+		wb_put(w, &gfn, 8);
+		rec_end(w, at);
+	}
 	watch_visit(c, w_watch, &x);
 }
 
@@ -261,11 +282,8 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	char *path;
 	uint32_t be;
 
-	for (const struct conn *c = conn_list; c; c = c->next) {
-		if (c->is_ring)
-			return -EOPNOTSUPP; /* domain rings: see docs/liveupdate.md */
+	for (const struct conn *c = conn_list; c; c = c->next)
 		n++;
-	}
 	order = talloc_array(NULL, const struct conn *, n ? n : 1);
 	path = talloc_size(order, XS_ABS_PATH_MAX + 2);
 	if (!order || !path) {
@@ -294,8 +312,18 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	wb_u32(&w, (uint32_t)-1);
 	rec_end(&w, at);
 
+	for (unsigned int d = 1; d < 65536; d++) {
+		const struct domain *dom = domain_get(d);
+		if (!dom || !(dom->introduced || dom->conn))
+			continue;
+		at = rec_begin(&w, LU_REC_XST_DOMAIN);
+		wb_u16(&w, (uint16_t)d);
+		wb_u16(&w, (dom->introduced ? 1 : 0) | (dom->shutdown_reported ? 2 : 0));
+		wb_u32(&w, (uint32_t)dom->target);
+		rec_end(&w, at);
+	}
 	for (unsigned int i = n; i-- > 0;)
-		if (conn_is_socket(order[i]))
+		if (conn_carried(order[i]))
 			wb_conn(&w, order[i], extra);
 
 	for (unsigned int i = 0; i < 2; i++) {
@@ -310,7 +338,7 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	static const struct txn_export_ops ops = {.txn = w_txn, .node = w_tnode, .event = w_tevent};
 	for (unsigned int i = n; i-- > 0 && !w.err;) {
 		struct wctx x = {.w = &w, .conn_id = order[i]->id};
-		if (conn_is_socket(order[i]) && order[i]->txns)
+		if (conn_carried(order[i]) && order[i]->txns)
 			txn_export(order[i], &ops, &x);
 	}
 	at = rec_begin(&w, LU_REC_END);
@@ -487,6 +515,8 @@ static int parse_event(void *ctx, const struct rec *rc, struct pnode *n)
 struct pconn {
 	uint32_t id;
 	int fd;
+	bool ring;
+	uint16_t domid;
 	uint16_t in_len, resp;
 	uint32_t out_len;
 	const char *data;
@@ -545,6 +575,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	struct rec rc;
 	struct lu_summary local;
 	bool global = false, root = false;
+	uint32_t expect_ring = 0;
 	char **seen = NULL;
 	size_t nseen = 0, cap = 0;
 	int ret;
@@ -580,12 +611,12 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				goto out;
 			}
 			pc.id = g32(rc.body);
-			if (g16(rc.body + 4) != 1) {
-				ret = bad(&r, "%s before offset %zu",
-					  "CONNECTION_DATA: only socket connections are supported", at);
+			if (g16(rc.body + 4) > 1) {
+				ret = bad(&r, "%s before offset %zu", "CONNECTION_DATA: unknown type", at);
 				goto out;
 			}
-			pc.fd = (int32_t)g32(rc.body + 8);
+			pc.ring = g16(rc.body + 4) == 0;
+			pc.fd = pc.ring ? 0 : (int32_t)g32(rc.body + 8);
 			pc.in_len = g16(rc.body + 16);
 			pc.resp = g16(rc.body + 18);
 			pc.out_len = g32(rc.body + 20);
@@ -604,6 +635,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			s.conns = nc;
 			s.conns[s.nconns++] = pc;
 			sum->conns++;
+			expect_ring = pc.ring ? pc.id : 0;
+			continue;
 			sum->in_bytes += pc.in_len;
 			sum->out_bytes += pc.out_len;
 			break;
@@ -703,8 +736,26 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			sum->nodes++;
 			break;
 		}
+		case LU_REC_XST_RING:
+			if (rc.len < 24 || g32(rc.body) != expect_ring || !expect_ring) {
+				ret = bad(&r, "%s before offset %zu", "unexpected xst RING record", at);
+				goto out;
+			}
+			expect_ring = 0;
+			continue;
+		case LU_REC_XST_DOMAIN:
+			if (rc.len < 8 || g16(rc.body) == 0) {
+				ret = bad(&r, "%s before offset %zu", "bad xst DOMAIN record", at);
+				goto out;
+			}
+			break;
 		default:
 			break; /* unknown records are skipped */
+		}
+		if (expect_ring) {
+			ret = bad(&r, "%s before offset %zu", "ring connection without its RING record",
+				  at);
+			goto out;
 		}
 	}
 	if (ret < 0)
@@ -745,9 +796,27 @@ int lu_stream_print(FILE *f, const char *buf, size_t len)
 				(int32_t)g32(rc.body + 4));
 			break;
 		case LU_REC_CONN:
-			fprintf(f, "CONNECTION %u socket fd %d in %u out %u (partial %u)\n",
-				g32(rc.body), (int32_t)g32(rc.body + 8), g16(rc.body + 16),
+			if (g16(rc.body + 4) == 0)
+				fprintf(f, "CONNECTION %u ring domid %u target %u", g32(rc.body),
+					g16(rc.body + 8), g16(rc.body + 10));
+			else
+				fprintf(f, "CONNECTION %u socket fd %d", g32(rc.body),
+					(int32_t)g32(rc.body + 8));
+			fprintf(f, " in %u out %u (partial %u)\n", g16(rc.body + 16),
 				g32(rc.body + 20), g16(rc.body + 18));
+			break;
+		case LU_REC_XST_RING: {
+			uint64_t gfn;
+			memcpy(&gfn, rc.body + 16, 8);
+			fprintf(f, "  RING conn %u mem-fd %d kick-fd %d notify-fd %d gfn %" PRIu64 "\n",
+				g32(rc.body), (int32_t)g32(rc.body + 4), (int32_t)g32(rc.body + 8),
+				(int32_t)g32(rc.body + 12), gfn);
+			break;
+		}
+		case LU_REC_XST_DOMAIN:
+			fprintf(f, "DOMAIN %u%s%s target %d\n", g16(rc.body),
+				g16(rc.body + 2) & 1 ? " introduced" : "",
+				g16(rc.body + 2) & 2 ? " shutdown-reported" : "", (int32_t)g32(rc.body + 4));
 			break;
 		case LU_REC_WATCH:
 			fprintf(f, "WATCH conn %u path \"%s\" token \"%s\"\n", g32(rc.body),
@@ -903,12 +972,16 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			pc.resp = g16(rc.body + 18);
 			pc.out_len = g32(rc.body + 20);
 			pc.data = rc.body + 24;
-			ret = socket_adopt(pc.fd, &pc.c);
-			if (ret < 0)
-				goto fail;
-			ret = restore_output(pc.c, pc.data + pc.in_len, pc.out_len, pc.resp);
-			if (ret < 0)
-				goto fail;
+			pc.ring = g16(rc.body + 4) == 0;
+			pc.domid = g16(rc.body + 8);
+			if (!pc.ring) {
+				ret = socket_adopt(pc.fd, &pc.c);
+				if (ret < 0)
+					goto fail;
+				ret = restore_output(pc.c, pc.data + pc.in_len, pc.out_len, pc.resp);
+				if (ret < 0)
+					goto fail;
+			}
 			struct pconn *nc = talloc_realloc(tmp, s.conns, struct pconn, s.nconns + 1);
 			if (!nc) {
 				ret = -ENOMEM;
@@ -916,6 +989,31 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			}
 			s.conns = nc;
 			s.conns[s.nconns++] = pc;
+			break;
+		}
+		case LU_REC_XST_DOMAIN:
+			ret = domain_restore(g16(rc.body), g16(rc.body + 2) & 1, g16(rc.body + 2) & 2,
+					     (int32_t)g32(rc.body + 4), NULL);
+			if (ret < 0)
+				goto fail;
+			break;
+		case LU_REC_XST_RING: {
+			struct pconn *pc = find_conn(&s, g32(rc.body));
+			const struct domain *d = domain_get(pc->domid);
+			int fds[3] = {(int32_t)g32(rc.body + 4), (int32_t)g32(rc.body + 8),
+				      (int32_t)g32(rc.body + 12)};
+			uint64_t gfn;
+			memcpy(&gfn, rc.body + 16, 8);
+			ret = ring_adopt(&pc->c, pc->domid, gfn, fds);
+			if (ret == 0)
+				ret = domain_restore(pc->domid, d ? d->introduced : true,
+						     d && d->shutdown_reported, d ? d->target : -1,
+						     pc->c);
+			if (ret == 0)
+				ret = restore_output(pc->c, pc->data + pc->in_len, pc->out_len,
+						     pc->resp);
+			if (ret < 0)
+				goto fail;
 			break;
 		}
 		case LU_REC_WATCH: {
@@ -1022,6 +1120,11 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 		struct conn *c = s.conns[i].c;
 		if (s.conns[i].in_len && !c->dead)
 			conn_input(c, s.conns[i].data, s.conns[i].in_len);
+		/* a ring's kick may have been consumed by the old process */
+		if (c->is_ring && !c->dead) {
+			conn_read_some(c);
+			conn_flush(c);
+		}
 	}
 	conn_flush_dirty();
 	ret = 0;

@@ -29,6 +29,12 @@ enum lu_rec_type {
 	 * transaction (fires at commit).  Body: conn_id u32, tx_id u32, exact u16,
 	 * perm_count u16, perms (NODE_DATA form), path with NUL. */
 	LU_REC_XST_TXN_EVENT = 0x78737401,
+	/* xst extension: right after a ring CONNECTION_DATA, its fds and page.
+	 * Body: conn_id u32, mem_fd i32, kick_fd i32, notify_fd i32, gfn u64. */
+	LU_REC_XST_RING = 0x78737402,
+	/* xst extension: a domain's bookkeeping, before any connection.  Body: domid
+	 * u16, flags u16 (1 introduced, 2 shutdown reported), target i32 (-1 none). */
+	LU_REC_XST_DOMAIN = 0x78737403,
 };
 
 /* TRANSACTION_DATA flags word (xst extension at body offset 8). */
@@ -79,6 +85,14 @@ int txn_restore(struct conn *c, uint32_t id, struct txn **out);
 int txn_restore_node(struct conn *c, struct txn *t, const char *path, unsigned int access,
 		     const struct xs_perm *p, unsigned int np, const char *val, uint32_t vlen);
 int txn_restore_done(struct txn *t, uint32_t flags);
+
+/* ring.c */
+int ring_export(const struct conn *c, int fds[3], uint64_t *gfn);
+int ring_adopt(struct conn **out, unsigned int domid, uint64_t gfn, const int fds[3]);
+
+/* domain.c */
+int domain_restore(unsigned int domid, bool introduced, bool shutdown_reported, int target,
+		   struct conn *c);
 
 /* socket.c: take over inherited fds (no CLOEXEC change). */
 int socket_adopt_listener(int fd);

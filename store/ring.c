@@ -16,6 +16,7 @@
 #include <talloc.h>
 #include <unistd.h>
 
+#include "store/lu_stream.h"
 #include "store/xstored.h"
 
 #define XS_RING_ERR_RINGIDX 2
@@ -23,6 +24,7 @@
 
 struct ring_state {
 	struct xs_ring *page;
+	uint64_t gfn; /* for a live update to map the page again */
 	int mem_fd, kick_fd, notify_fd;
 	bool notify;
 };
@@ -198,6 +200,7 @@ int ring_attach(struct conn **out, unsigned int domid, uint64_t gfn, const int f
 		return -EINVAL;
 	}
 	r->page = page;
+	r->gfn = gfn;
 	r->mem_fd = fds[0];
 	r->kick_fd = fds[1];
 	r->notify_fd = fds[2];
@@ -217,6 +220,61 @@ int ring_attach(struct conn **out, unsigned int domid, uint64_t gfn, const int f
 	r->page->connection = 0;
 	r->page->error = 0;
 	ring_notify(r);
+	*out = c;
+	return 0;
+}
+
+/* Live update (lu_stream.c): the ring's fds and page offset. */
+int ring_export(const struct conn *c, int fds[3], uint64_t *gfn)
+{
+	const struct ring_state *r = c->transport;
+
+	if (!c->is_ring || !r)
+		return -EINVAL;
+	fds[0] = r->mem_fd;
+	fds[1] = r->kick_fd;
+	fds[2] = r->notify_fd;
+	*gfn = r->gfn;
+	return 0;
+}
+
+/* Live update: a ring inherited across exec.  Unlike ring_attach() the page is
+ * taken as it is: indexes, connection state and unread bytes stay. */
+int ring_adopt(struct conn **out, unsigned int domid, uint64_t gfn, const int fds[3])
+{
+	struct conn *c = conn_new(xsd_ctx, &ring_ops, fds[1]);
+	struct ring_state *r;
+	void *page;
+
+	if (!c)
+		return -ENOMEM;
+	r = talloc_zero(c, struct ring_state);
+	if (!r) {
+		talloc_free(c);
+		return -ENOMEM;
+	}
+	r->mem_fd = r->kick_fd = r->notify_fd = -1;
+	talloc_set_destructor(r, ring_destroy);
+	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], (off_t)(gfn * 4096));
+	if (page == MAP_FAILED) {
+		talloc_free(c);
+		return -errno;
+	}
+	r->page = page;
+	r->gfn = gfn;
+	r->mem_fd = fds[0];
+	r->kick_fd = fds[1];
+	r->notify_fd = fds[2];
+	c->transport = r;
+	c->is_ring = true;
+	c->domid = (uint16_t)domid;
+	c->privileged = domid == 0 || (opts.priv_domid >= 0 && (int)domid == opts.priv_domid);
+	c->src.fn = ring_event;
+	if (loop_add(&c->src, EPOLLIN) < 0) {
+		int err = -errno;
+		talloc_free(c);
+		return err;
+	}
 	*out = c;
 	return 0;
 }

@@ -278,3 +278,38 @@ def test_lu_dump_and_inspect_state(lud, tmp_path):
     chk = subprocess.run([str(build_path("store", "xstored")), "--check-stream", str(st)],
                          capture_output=True, text=True, timeout=30)
     assert chk.returncode == 1 and "bad ident" in chk.stdout
+
+
+def test_lu_carries_domain_rings(lud, tmp_path):
+    """A domain's ring (memfd page + eventfds) crosses the update: the new process
+    maps the same page, keeps its indexes, and unread replies, queued events and a
+    half-sent request all arrive."""
+    from xstored_util import RingConn
+    priv = SockConn(lud.socket)
+    g = RingConn()
+    assert g.introduce(priv, 5).body == b"OK\0"
+    priv.call("MKDIR", "/local/domain/5")
+    priv.call("SET_PERMS", "/local/domain/5", "n5")
+    g.write("data/x", "1")
+    g.call("WATCH", "data", "gt")
+    assert g.next_event() == (b"data", b"gt")
+    priv.write("/local/domain/5/data/x", "2")  # event left unread in the ring
+    g.send(pack("READ", b"data/x\0", req_id=9)[:7])  # half a request
+    quota_before = lud.run(CONTROL, "quota", "5").stdout
+    r = live_update(lud, binary_copy(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert priv.call("IS_DOMAIN_INTRODUCED", "5") == b"T\0"
+    assert lud.run(CONTROL, "quota", "5").stdout == quota_before
+    g.send(pack("READ", b"data/x\0", req_id=9)[7:])
+    assert g.next_event() == (b"data/x", b"gt")
+    r = g.read_msg()
+    assert (r.type, r.req_id, r.body) == (TYPES["READ"], 9, b"2")
+    g.write("data/y", "3")
+    assert g.next_event() == (b"data/y", b"gt")
+    assert priv.read("/local/domain/5/data/y") == b"3"
+    out = subprocess.run([str(build_path("store", "xstored")), "--socket", lud.socket,
+                          "--dump-state", str(tmp_path / "st")], capture_output=True, text=True)
+    assert out.returncode == 0
+    listing = subprocess.run([str(build_path("store", "xstored")), "--inspect-state",
+                              str(tmp_path / "st")], capture_output=True, text=True).stdout
+    assert "ring domid 5" in listing and "DOMAIN 5 introduced" in listing
