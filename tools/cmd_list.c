@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -269,11 +270,101 @@ int cmd_uptime(void *ctx, int argc, char **argv)
 	return 0;
 }
 
+/* One `top` sample: the domains and when they were read. */
+struct top_sample {
+	Xstagent__Domain **doms;
+	size_t n;
+	double when; /* CLOCK_MONOTONIC seconds */
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int top_sample(void *ctx, int argc, char **argv, struct top_sample *s)
+{
+	if (collect(ctx, argc, argv, argc, &s->doms, &s->n) < 0)
+		return -1;
+	s->when = mono_now();
+	return 0;
+}
+
+/* CPU% of d over the interval since `prev` (0 when d is new: no earlier sample). */
+static double top_cpu_pct(const Xstagent__Domain *d, const struct top_sample *prev, double now)
+{
+	double dt = now - prev->when;
+	size_t i;
+
+	for (i = 0; i < prev->n; i++) {
+		const Xstagent__Domain *p = prev->doms[i];
+
+		if (p->domid != d->domid || dt <= 0 || d->cpu_time < p->cpu_time)
+			continue;
+		return (d->cpu_time - p->cpu_time) / dt * 100.0;
+	}
+	return 0.0;
+}
+
+static int top_print(void *ctx, const struct top_sample *cur, const struct top_sample *prev,
+		     uint64_t host_kib)
+{
+	size_t i;
+
+	if (xst_json) {
+		struct xst_json *j;
+
+		if (xst_json_new(ctx, true, &j) < 0)
+			return xst_err("out of memory");
+		xst_json_array_open(j);
+		for (i = 0; i < cur->n; i++) {
+			const Xstagent__Domain *d = cur->doms[i];
+
+			xst_json_map_open(j);
+			xst_json_kv_string(j, "name", d->name);
+			xst_json_kv_uint(j, "domid", d->domid);
+			xst_json_kv_string(j, "state", d->state);
+			xst_json_kv_double(j, "cpu_sec", d->cpu_time);
+			xst_json_kv_double(j, "cpu_pct", top_cpu_pct(d, prev, cur->when));
+			xst_json_kv_uint(j, "mem_kib", d->mem_kib);
+			xst_json_kv_uint(j, "maxmem_kib", d->maxmem_kib);
+			xst_json_kv_uint(j, "vcpus", d->vcpus_online);
+			xst_json_map_close(j);
+		}
+		xst_json_array_close(j);
+		return xst_json_print(j) ? -1 : 0;
+	}
+	printf("      NAME  STATE   CPU(sec) CPU(%%)     MEM(k) MEM(%%)  MAXMEM(k) MAXMEM(%%) "
+	       "VCPUS\n");
+	for (i = 0; i < cur->n; i++) {
+		const Xstagent__Domain *d = cur->doms[i];
+		double mem_pct = host_kib ? (double)d->mem_kib * 100.0 / (double)host_kib : 0.0;
+		double max_pct = host_kib ? (double)d->maxmem_kib * 100.0 / (double)host_kib : 0.0;
+
+		printf("%10.10s %6s %10.0f %6.1f %10llu %6.1f %10llu %9.1f %5u\n", d->name,
+		       d->state, d->cpu_time, top_cpu_pct(d, prev, cur->when),
+		       (unsigned long long)d->mem_kib, mem_pct, (unsigned long long)d->maxmem_kib,
+		       max_pct, d->vcpus_online);
+	}
+	fflush(stdout);
+	return 0;
+}
+
+/* xentop's batch mode: every DELAY seconds print the domains with CPU% over that interval. */
 int cmd_top(void *ctx, int argc, char **argv)
 {
-	Xstagent__Domain **doms;
+	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
+	Xstagent__Empty e = XSTAGENT__EMPTY__INIT;
+	Xstagent__Reply *rep;
+	struct top_sample prev, cur;
+	void *pctx, *cctx;
+	uint64_t iters = 1, host_kib = 0, k;
+	double delay = 3.0;
 	bool batch = false;
-	size_t n, i;
+	char *end;
 	int opt;
 
 	optind = 1;
@@ -284,7 +375,14 @@ int cmd_top(void *ctx, int argc, char **argv)
 			batch = true;
 			break;
 		case 'i':
+			if (xst_parse_uint(optarg, 1000000, &iters) < 0 || iters == 0)
+				return xst_usage("bad iteration count \"%s\"", optarg);
+			break;
 		case 'd':
+			errno = 0;
+			delay = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(delay > 0) || delay > 86400)
+				return xst_usage("bad delay \"%s\"", optarg);
 			break;
 		default:
 			return xst_usage("unknown option \"%s\"", argv[optind - 1]);
@@ -292,33 +390,33 @@ int cmd_top(void *ctx, int argc, char **argv)
 	}
 	if (!batch)
 		return xst_usage("only batch mode (-b) is supported");
-	if (collect(ctx, argc, argv, argc, &doms, &n) < 0)
+	if (optind != argc)
+		return xst_usage("unexpected argument \"%s\"", argv[optind]);
+	req.body_case = XSTAGENT__REQUEST__BODY_INFO;
+	req.info = &e;
+	if (xst_call(ctx, &req, &rep) < 0)
 		return 1;
-	if (xst_json) {
-		struct xst_json *j;
+	if (rep->body_case == XSTAGENT__REPLY__BODY_INFO)
+		host_kib = rep->info->total_memory_mib * 1024;
+	pctx = talloc_new(ctx);
+	if (!pctx || top_sample(pctx, argc, argv, &prev) < 0)
+		return 1;
+	for (k = 0; k < iters; k++) {
+		struct timespec ts;
 
-		if (xst_json_new(ctx, true, &j) < 0)
-			return xst_err("out of memory");
-		xst_json_array_open(j);
-		for (i = 0; i < n; i++) {
-			xst_json_map_open(j);
-			xst_json_kv_string(j, "name", doms[i]->name);
-			xst_json_kv_string(j, "state", doms[i]->state);
-			xst_json_kv_double(j, "cpu_sec", doms[i]->cpu_time);
-			xst_json_kv_uint(j, "mem_kib", doms[i]->mem_kib);
-			xst_json_kv_uint(j, "maxmem_kib", doms[i]->maxmem_kib);
-			xst_json_kv_uint(j, "vcpus", doms[i]->vcpus_online);
-			xst_json_map_close(j);
-		}
-		xst_json_array_close(j);
-		return xst_json_print(j);
+		ts.tv_sec = (time_t)delay;
+		ts.tv_nsec = (long)((delay - (double)ts.tv_sec) * 1e9);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		cctx = talloc_new(ctx);
+		if (!cctx || top_sample(cctx, argc, argv, &cur) < 0)
+			return 1;
+		if (top_print(cctx, &cur, &prev, host_kib) < 0)
+			return 1;
+		talloc_free(pctx);
+		pctx = cctx;
+		prev = cur;
 	}
-	printf("      NAME  STATE   CPU(sec) CPU(%%)     MEM(k) MEM(%%)  MAXMEM(k) MAXMEM(%%) "
-	       "VCPUS\n");
-	for (i = 0; i < n; i++)
-		printf("%10.10s %6s %10.0f %6.1f %10llu %6.1f %10llu %9.1f %5u\n", doms[i]->name,
-		       doms[i]->state, doms[i]->cpu_time, 0.0, (unsigned long long)doms[i]->mem_kib,
-		       0.0, (unsigned long long)doms[i]->maxmem_kib, 0.0, doms[i]->vcpus_online);
 	return 0;
 }
 

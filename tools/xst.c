@@ -66,7 +66,10 @@ static const struct xst_cmd cmds[] = {
 	{ "dmesg", cmd_dmesg, "Read the agent's log", "" },
 	{ "debug-keys", cmd_debug_keys, "Dump the agent's state (into its log, and printed)",
 	  "[KEYS]" },
-	{ "top", cmd_top, "Monitor host and domains (batch mode only)", "-b [--json]" },
+	{ "top", cmd_top, "Monitor host and domains (batch mode only)",
+	  "-b [-d DELAY] [-i ITERATIONS] [--json]\n"
+	  "  -d DELAY       seconds between samples; CPU(%) covers that interval (default 3)\n"
+	  "  -i ITERATIONS  samples to print (default 1)" },
 	{ "save", cmd_save, "Save a domain state to restore later",
 	  "[-c] [-p] DOMAIN FILE\n  -c  leave the domain running after saving (checkpoint)\n"
 	  "  -p  with -c: leave it paused" },
