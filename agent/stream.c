@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <talloc.h>
 
@@ -675,9 +676,8 @@ static int write_run(struct stream_rx *r, uint64_t gfn, const uint8_t *data, uin
 	return rv;
 }
 
-/* A fresh domain may hold a loaded kernel: zero every non-zero page (but the ring), so
- * pages absent from the stream read as zero. */
-static int rx_scrub(struct stream_rx *r)
+/* Clear the non-zero pages of gfn [first, end) of the fresh domain (but the ring). */
+static int rx_scrub_range(struct stream_rx *r, uint64_t first, uint64_t end)
 {
 	static const uint8_t zero[STREAM_PAGE];
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -688,10 +688,10 @@ static int rx_scrub(struct stream_rx *r)
 	char *msg = NULL;
 	int rv;
 
-	for (gfn = 0; gfn < r->npages; gfn += count) {
+	for (gfn = first; gfn < end; gfn += count) {
 		void *tmp = talloc_new(r);
 
-		count = r->npages - gfn < STREAM_BATCH ? r->npages - gfn : STREAM_BATCH;
+		count = end - gfn < STREAM_BATCH ? end - gfn : STREAM_BATCH;
 		pr.first_gfn = gfn;
 		pr.count = count;
 		req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
@@ -710,6 +710,42 @@ static int rx_scrub(struct stream_rx *r)
 				       msg ? msg : strerror(-rv));
 	}
 	return 0;
+}
+
+static uint64_t file_pages(const char *path)
+{
+	struct stat st;
+
+	if (!path || stat(path, &st) < 0)
+		return UINT64_MAX;
+	return ((uint64_t)st.st_size + STREAM_PAGE - 1) / STREAM_PAGE;
+}
+
+/*
+ * A fresh kvm domain holds what the loader wrote (docs/kvm.md, memory layout): boot
+ * structures below 1 MiB, the kernel from 1 MiB (a compressed kernel decompressed: at
+ * most SCRUB_KERNEL_FACTOR times its file size), the ramdisk at the top of RAM.  Those
+ * ranges are cleared so that pages absent from the stream read as zero; the rest of a
+ * fresh domain's memory is zero already.  Without the file sizes: all of it.
+ */
+#define SCRUB_KERNEL_FACTOR 16
+static int rx_scrub(struct stream_rx *r)
+{
+	const Xstagent__DomainConfig *c = r->d->cfg;
+	uint64_t k = file_pages(c->kernel), rd = c->ramdisk ? file_pages(c->ramdisk) : 0;
+	uint64_t low, high;
+	int rv;
+
+	if (k == UINT64_MAX || rd == UINT64_MAX || k > r->npages)
+		return rx_scrub_range(r, 0, r->npages);
+	low = 256 + k * SCRUB_KERNEL_FACTOR + 16;
+	high = rd ? rd + 1 : 0;
+	if (low + high >= r->npages)
+		return rx_scrub_range(r, 0, r->npages);
+	rv = rx_scrub_range(r, 0, low);
+	if (rv == 0 && high)
+		rv = rx_scrub_range(r, r->npages - high, r->npages);
+	return rv;
 }
 
 static int rx_config(struct stream_rx *r, const uint8_t *p, size_t len)

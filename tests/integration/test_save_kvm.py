@@ -85,7 +85,9 @@ def test_kvm_save_restore_continues(host, tmp_path):
     host.xst("restore", str(f))
     d2 = host.domid("vk")
     seen = wait_counter_after(host, d2, n)
-    assert seen[0] == n + 1, (n, seen[:3])       # continued, not rebooted
+    # continued, not rebooted (a line cut by the pause finishes on the new console
+    # without its "COUNTER" prefix, hence n + 2)
+    assert n < seen[0] <= n + 2, (n, seen[:3])
     # (no xenstore shutdown here: the test guest does not re-register its watch after
     # the ring reset of a restore; the watch itself is not carried over, see
     # docs/migration.md)
@@ -103,7 +105,7 @@ def test_kvm_20_save_restore_cycles(host, tmp_path):
         host.xst("restore", str(f))
         d2 = host.domid("vk")
         seen = wait_counter_after(host, d2, n)
-        assert seen[0] == n + 1, (i, n, seen[:3])
+        assert n < seen[0] <= n + 2, (i, n, seen[:3])
     host.xst("destroy", "vk")
 
 
