@@ -32,7 +32,7 @@
 
 #include "store/lu_stream.h"
 
-#define LU_HOLD_MAX 49152      /* held bytes per connection (in_data_len is u16) */
+#define LU_HOLD_MAX 49152	 /* held bytes per connection (in_data_len is u16) */
 #define LU_KERNEL_MAX (64 << 20) /* -b size limit */
 #define LU_CHECK_TIMEOUT_MS 10000
 
@@ -293,7 +293,7 @@ static int lu_start(struct req *r, const char **a, unsigned int n)
 	lu->hdr = r->hdr;
 	lu->start_ms = now_ms();
 	update_ages(lu->start_ms); /* transactions open now count from the start */
-	return 0; /* parked: answered by lu_tick()/lu_poll() or the new binary */
+	return 0;		   /* parked: answered by lu_tick()/lu_poll() or the new binary */
 }
 
 int lu_control(struct req *r, const char **a, unsigned int n)
@@ -438,10 +438,10 @@ void lu_tick(void)
 	for (unsigned int i = 0; i < lu->nages; i++) {
 		if (now - lu->ages[i].since_ms < limit)
 			continue;
-		why = talloc_asprintf(lu, "%s\nDomain %u: %lu s",
-				      why ? why : "Domains with long running transactions:",
-				      lu->ages[i].conn_id,
-				      (unsigned long)((now - lu->ages[i].since_ms) / 1000));
+		why = talloc_asprintf(
+		    lu, "%s\nDomain %u: %lu s",
+		    why ? why : "Domains with long running transactions:", lu->ages[i].conn_id,
+		    (unsigned long)((now - lu->ages[i].since_ms) / 1000));
 	}
 	session_end(why ? why : "Overlapping transactions");
 }
@@ -470,7 +470,8 @@ static void set_cloexec(bool on)
 /* New argv: original (or argv[0] + -c words), minus -U, plus tail[0..ntail). */
 static char **new_argv(void *ctx, const char *const *tail, unsigned int ntail)
 {
-	char **v = talloc_array(ctx, char *, lu_argc + ntail + 4 + (lu->cmdline ? strlen(lu->cmdline) : 0));
+	char **v = talloc_array(ctx, char *,
+				lu_argc + ntail + 4 + (lu->cmdline ? strlen(lu->cmdline) : 0));
 	unsigned int n = 0;
 
 	if (!v)
@@ -589,8 +590,8 @@ static void activate(void)
 	t2 = now_ms();
 	if (trace_on())
 		trace_printf("live-update: %zu bytes of state written in %lu ms, checked by the "
-			     "new binary in %lu ms\n", len, (unsigned long)(t1 - t0),
-			     (unsigned long)(t2 - t1));
+			     "new binary in %lu ms\n",
+			     len, (unsigned long)(t1 - t0), (unsigned long)(t2 - t1));
 	if (why) {
 		set_cloexec(true);
 		unlink(state);

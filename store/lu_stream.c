@@ -105,7 +105,8 @@ static char perm_char(uint8_t bits)
 static void wb_perms(struct wbuf *w, const struct xs_perm *p, unsigned int n)
 {
 	for (unsigned int i = 0; i < n; i++) {
-		uint8_t b[2] = {(uint8_t)perm_char(p[i].bits), (p[i].bits & XS_PERM_IGNORE) ? 1 : 0};
+		uint8_t b[2] = {(uint8_t)perm_char(p[i].bits),
+				(p[i].bits & XS_PERM_IGNORE) ? 1 : 0};
 		wb_put(w, b, 2);
 		wb_u16(w, p[i].domid);
 	}
@@ -612,7 +613,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			}
 			pc.id = g32(rc.body);
 			if (g16(rc.body + 4) > 1) {
-				ret = bad(&r, "%s before offset %zu", "CONNECTION_DATA: unknown type", at);
+				ret = bad(&r, "%s before offset %zu",
+					  "CONNECTION_DATA: unknown type", at);
 				goto out;
 			}
 			pc.ring = g16(rc.body + 4) == 0;
@@ -644,7 +646,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 		case LU_REC_WATCH: {
 			size_t pl, tl;
 			if (rc.len < 8 || !find_conn(&s, g32(rc.body))) {
-				ret = bad(&r, "%s before offset %zu", "WATCH_DATA of unknown connection", at);
+				ret = bad(&r, "%s before offset %zu",
+					  "WATCH_DATA of unknown connection", at);
 				goto out;
 			}
 			pl = g16(rc.body + 4);
@@ -686,8 +689,9 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			if (pn.conn_id || rc.type != LU_REC_NODE) {
 				struct pconn *pc = find_conn(&s, pn.conn_id);
 				if (!pc || !has_tx(pc, pn.tx_id)) {
-					ret = bad(&r, "%s before offset %zu",
-						  "transaction record without TRANSACTION_DATA", at);
+					ret =
+					    bad(&r, "%s before offset %zu",
+						"transaction record without TRANSACTION_DATA", at);
 					goto out;
 				}
 				if (rc.type == LU_REC_NODE)
@@ -700,7 +704,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				break;
 			if (strcmp(pn.path, "/") == 0) {
 				if (root) {
-					ret = bad(&r, "%s before offset %zu", "root node twice", at);
+					ret =
+					    bad(&r, "%s before offset %zu", "root node twice", at);
 					goto out;
 				}
 				root = true;
@@ -738,7 +743,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 		}
 		case LU_REC_XST_RING:
 			if (rc.len < 24 || g32(rc.body) != expect_ring || !expect_ring) {
-				ret = bad(&r, "%s before offset %zu", "unexpected xst RING record", at);
+				ret = bad(&r, "%s before offset %zu", "unexpected xst RING record",
+					  at);
 				goto out;
 			}
 			expect_ring = 0;
@@ -753,8 +759,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			break; /* unknown records are skipped */
 		}
 		if (expect_ring) {
-			ret = bad(&r, "%s before offset %zu", "ring connection without its RING record",
-				  at);
+			ret = bad(&r, "%s before offset %zu",
+				  "ring connection without its RING record", at);
 			goto out;
 		}
 	}
@@ -808,24 +814,28 @@ int lu_stream_print(FILE *f, const char *buf, size_t len)
 		case LU_REC_XST_RING: {
 			uint64_t gfn;
 			memcpy(&gfn, rc.body + 16, 8);
-			fprintf(f, "  RING conn %u mem-fd %d kick-fd %d notify-fd %d gfn %" PRIu64 "\n",
-				g32(rc.body), (int32_t)g32(rc.body + 4), (int32_t)g32(rc.body + 8),
-				(int32_t)g32(rc.body + 12), gfn);
+			fprintf(
+			    f, "  RING conn %u mem-fd %d kick-fd %d notify-fd %d gfn %" PRIu64 "\n",
+			    g32(rc.body), (int32_t)g32(rc.body + 4), (int32_t)g32(rc.body + 8),
+			    (int32_t)g32(rc.body + 12), gfn);
 			break;
 		}
 		case LU_REC_XST_DOMAIN:
 			fprintf(f, "DOMAIN %u%s%s target %d\n", g16(rc.body),
 				g16(rc.body + 2) & 1 ? " introduced" : "",
-				g16(rc.body + 2) & 2 ? " shutdown-reported" : "", (int32_t)g32(rc.body + 4));
+				g16(rc.body + 2) & 2 ? " shutdown-reported" : "",
+				(int32_t)g32(rc.body + 4));
 			break;
 		case LU_REC_WATCH:
 			fprintf(f, "WATCH conn %u path \"%s\" token \"%s\"\n", g32(rc.body),
 				rc.body + 8, rc.body + 8 + g16(rc.body + 4));
 			break;
 		case LU_REC_TXN:
-			fprintf(f, "TRANSACTION conn %u id %u%s%s\n", g32(rc.body), g32(rc.body + 4),
-				rc.len >= 12 && (g32(rc.body + 8) & LU_TXN_CONFLICT) ? " conflicted" : "",
-				rc.len >= 12 && (g32(rc.body + 8) & LU_TXN_FAILED) ? " failed" : "");
+			fprintf(
+			    f, "TRANSACTION conn %u id %u%s%s\n", g32(rc.body), g32(rc.body + 4),
+			    rc.len >= 12 && (g32(rc.body + 8) & LU_TXN_CONFLICT) ? " conflicted"
+										 : "",
+			    rc.len >= 12 && (g32(rc.body + 8) & LU_TXN_FAILED) ? " failed" : "");
 			break;
 		case LU_REC_NODE:
 		case LU_REC_XST_TXN_EVENT:
@@ -978,7 +988,8 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 				ret = socket_adopt(pc.fd, &pc.c);
 				if (ret < 0)
 					goto fail;
-				ret = restore_output(pc.c, pc.data + pc.in_len, pc.out_len, pc.resp);
+				ret =
+				    restore_output(pc.c, pc.data + pc.in_len, pc.out_len, pc.resp);
 				if (ret < 0)
 					goto fail;
 			}
@@ -992,8 +1003,8 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			break;
 		}
 		case LU_REC_XST_DOMAIN:
-			ret = domain_restore(g16(rc.body), g16(rc.body + 2) & 1, g16(rc.body + 2) & 2,
-					     (int32_t)g32(rc.body + 4), NULL);
+			ret = domain_restore(g16(rc.body), g16(rc.body + 2) & 1,
+					     g16(rc.body + 2) & 2, (int32_t)g32(rc.body + 4), NULL);
 			if (ret < 0)
 				goto fail;
 			break;
@@ -1047,7 +1058,8 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 				struct node *parent = NULL, *n;
 				while (nchain > 0) {
 					struct chain *top = &chain[nchain - 1];
-					if (top->len == plen && memcmp(top->path, pn.path, plen) == 0) {
+					if (top->len == plen &&
+					    memcmp(top->path, pn.path, plen) == 0) {
 						parent = top->n;
 						break;
 					}
@@ -1059,7 +1071,8 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 							   pn.val, pn.vlen, &n)
 					     : -EINVAL;
 				if (ret == 0 && nchain < CHAIN_MAX)
-					chain[nchain++] = (struct chain){pn.path, strlen(pn.path), n};
+					chain[nchain++] =
+					    (struct chain){pn.path, strlen(pn.path), n};
 			}
 			if (ret < 0)
 				goto fail;

@@ -107,8 +107,8 @@ int lu_dump_control(struct req *r, const char **a, unsigned int n);
 bool lu_hold(struct conn *c, const struct xs_hdr *h, const char *payload);
 /* Held input of c (written before its partial input). */
 void lu_held_input(const struct conn *c, const char **data, size_t *len);
-void lu_tick(void);    /* once a second */
-void lu_poll(void);    /* main loop, between events: the safe point */
+void lu_tick(void); /* once a second */
+void lu_poll(void); /* main loop, between events: the safe point */
 /* -U startup: restore from path (unlinked after reading).  0 or -errno. */
 int lu_startup(const char *path);
 const char *lu_state_path(void *ctx, const char *socket_path);
