@@ -30,6 +30,7 @@ struct xst_rpc;
 #define AGENT_CALL_MS 10000
 #define AGENT_CREATE_MS 60000
 #define AGENT_MAX_POOLS 64
+#define AGENT_GONE_KEEP 64
 
 struct pool {
 	struct pool *next;
@@ -89,6 +90,12 @@ struct agent {
 	char *logbuf;            /* the last AGENT_LOG_KEEP bytes of the log, circular */
 	size_t log_head, log_len;
 	volatile int stop;
+	/* The last AGENT_GONE_KEEP domains destroyed on a guest shutdown, and why. */
+	struct {
+		uint32_t domid;
+		int reason;
+	} gone[AGENT_GONE_KEEP];
+	unsigned int gone_next;
 };
 
 /* log.c */

@@ -188,6 +188,32 @@ static int reply_domains(struct call *c, Xstagent__Domain **doms, size_t n)
 	return 0;
 }
 
+/* The remembered domains destroyed on a guest shutdown, oldest first. */
+static int reply_gone(struct call *c, Xstagent__DomainList *l)
+{
+	struct agent *a = c->a;
+	unsigned int i, k;
+
+	l->gone = talloc_array(c->ctx, Xstagent__GoneDomain *, AGENT_GONE_KEEP);
+	if (!l->gone)
+		return -ENOMEM;
+	for (i = 0; i < AGENT_GONE_KEEP; i++) {
+		Xstagent__GoneDomain *g;
+
+		k = (a->gone_next + i) % AGENT_GONE_KEEP;
+		if (a->gone[k].domid == 0)
+			continue;
+		g = talloc(c->ctx, Xstagent__GoneDomain);
+		if (!g)
+			return -ENOMEM;
+		xstagent__gone_domain__init(g);
+		g->domid = a->gone[k].domid;
+		g->reason = (uint32_t)a->gone[k].reason;
+		l->gone[l->n_gone++] = g;
+	}
+	return 0;
+}
+
 /* The CLI checks configs (tools/xlcfg.c), but any client may send one: check again
  * everything that sizes an allocation or reaches the domain process. */
 static int config_check(struct call *c, const Xstagent__DomainConfig *cf)
@@ -362,6 +388,7 @@ static int h_list(struct call *c)
 	Xstagent__Domain **doms;
 	struct adom *d;
 	size_t n = 0;
+	int rv;
 
 	doms = talloc_array(c->ctx, Xstagent__Domain *, c->a->ndoms + 1);
 	if (!doms)
@@ -370,8 +397,6 @@ static int h_list(struct call *c)
 		if (strcmp(l->dom, "0") == 0 || strcmp(l->dom, "Domain-0") == 0) {
 			doms[n++] = dom0_entry(c->a, c->ctx);
 		} else {
-			int rv;
-
 			d = lookup(c, l->dom, &rv);
 			if (!d)
 				return rv;
@@ -385,7 +410,10 @@ static int h_list(struct call *c)
 	for (size_t i = 0; i < n; i++)
 		if (!doms[i])
 			return -ENOMEM;
-	return reply_domains(c, doms, n);
+	rv = reply_domains(c, doms, n);
+	if (rv < 0 || l->dom)
+		return rv;
+	return reply_gone(c, c->rep->domains);
 }
 
 static int h_mem(struct call *c, bool max)

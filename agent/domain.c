@@ -710,6 +710,11 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 		talloc_free(tmp);
 		return;
 	}
+	if (strcmp(action, "rename-restart") != 0) {
+		a->gone[a->gone_next].domid = d->domid;
+		a->gone[a->gone_next].reason = reason;
+		a->gone_next = (a->gone_next + 1) % AGENT_GONE_KEEP;
+	}
 	cfg = config_copy(d->cfg, a);
 	restart = strcmp(action, "restart") == 0 || strcmp(action, "rename-restart") == 0;
 	if (strcmp(action, "rename-restart") == 0) {

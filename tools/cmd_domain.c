@@ -35,8 +35,9 @@ int cmd_unpause(void *ctx, int argc, char **argv)
 	return one_dom(ctx, argc, argv, XSTAGENT__REQUEST__BODY_UNPAUSE);
 }
 
-/* Is the domain `dom` (id or name) still listed with this domid?  1 yes, 0 no, <0 error. */
-static int dom_present(void *ctx, uint32_t domid)
+/* Is the domain still listed with this domid?  1 yes, 0 no, <0 error.  When it is gone,
+ * *reason is its Xen SHUTDOWN_* code, or -1 when the agent does not know it (destroyed). */
+static int dom_present(void *ctx, uint32_t domid, int *reason)
 {
 	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
 	Xstagent__ListReq lr = XSTAGENT__LIST_REQ__INIT;
@@ -53,9 +54,17 @@ static int dom_present(void *ctx, uint32_t domid)
 		Xstagent__Domain *d = rep->domains->domain[i];
 
 		/* A preserved domain that stays shut down counts as gone for -w. */
-		if (d->domid == domid)
-			return d->state[3] == 's' ? 0 : 1;
+		if (d->domid == domid) {
+			if (d->state[3] != 's')
+				return 1;
+			*reason = d->has_shutdown_reason ? (int)d->shutdown_reason : -1;
+			return 0;
+		}
 	}
+	*reason = -1;
+	for (i = 0; i < rep->domains->n_gone; i++)
+		if (rep->domains->gone[i]->domid == domid)
+			*reason = (int)rep->domains->gone[i]->reason;
 	return 0;
 }
 
@@ -104,14 +113,17 @@ static int shutdown_common(void *ctx, int argc, char **argv, bool reboot)
 		return 1;
 	if (wait) {
 		struct timespec ts = {0, 100 * 1000 * 1000};
-		int present;
+		int present, why = -1;
 
 		fprintf(stderr, "Waiting for 1 domains\n");
-		while ((present = dom_present(ctx, domid)) == 1)
+		while ((present = dom_present(ctx, domid, &why)) == 1)
 			nanosleep(&ts, NULL);
 		if (present < 0)
 			return 1;
-		fprintf(stderr, "Domain %u has been shut down, reason code %d\n", domid, 0);
+		if (why < 0)
+			fprintf(stderr, "Domain %u has been destroyed.\n", domid);
+		else
+			fprintf(stderr, "Domain %u has been shut down, reason code %d\n", domid, why);
 		fprintf(stderr, "All domains have been shut down\n");
 	}
 	return 0;

@@ -4,11 +4,13 @@ coredump actions."""
 import json
 import os
 import re
+import signal
+import subprocess
 
 import pytest
 
 from agent_util import Host, process_alive, wait_state
-from conftest import wait_for
+from conftest import build_path, wait_for
 
 
 @pytest.fixture
@@ -45,3 +47,56 @@ def test_top_cpu_percent(host):
     assert by["busy"]["cpu_pct"] > 5.0 and by["idle"]["cpu_pct"] < 5.0, j
     assert host.xst("top", "-b", "-d", "0", check=False).returncode != 0
     assert host.xst("top", "-b", "-i", "x", check=False).returncode != 0
+
+
+def shutdown_w(host, name):
+    env = dict(os.environ, XST_AGENT=host.url)
+    return subprocess.Popen([str(build_path("tools", "xst")), "shutdown", "-w", name], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_shutdown_wait_reason(host):
+    # Poweroff: the guest acknowledges and stops with SHUTDOWN_poweroff (0).
+    d = host.create("p")
+    guest_up(host, d["domid"])
+    r = host.xst("shutdown", "-w", "p")
+    assert "Domain %d has been shut down, reason code 0\n" % d["domid"] in r.stderr, r.stderr
+    assert host.dom("p") is None
+
+    # The request is pending in a paused guest when it decides to reboot instead
+    # (on_reboot = destroy): -w reports SHUTDOWN_reboot (1).
+    d = host.create("b", 'on_reboot = "destroy"\n')
+    guest_up(host, d["domid"])
+    sd = "/local/domain/%d/control/shutdown" % d["domid"]
+    host.xst("pause", "b")
+    w = shutdown_w(host, "b")
+    wait_for(lambda: host.xs("xenstore-read", sd, check=False).stdout == "poweroff\n",
+             what="poweroff request")
+    host.xs("xenstore-write", sd, "reboot")
+    host.xst("unpause", "b")
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 0, err
+    assert "Domain %d has been shut down, reason code 1\n" % d["domid"] in err, err
+
+    # The domain process dies while -w waits (on_crash = destroy): SHUTDOWN_crash (3).
+    d = host.create("k")
+    guest_up(host, d["domid"])
+    sd = "/local/domain/%d/control/shutdown" % d["domid"]
+    host.xst("pause", "k")
+    w = shutdown_w(host, "k")
+    wait_for(lambda: host.xs("xenstore-read", sd, check=False).stdout == "poweroff\n",
+             what="poweroff request")
+    os.kill(d["pid"], signal.SIGKILL)
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 0, err
+    assert "Domain %d has been shut down, reason code 3\n" % d["domid"] in err, err
+
+    # Destroyed by the toolstack, not shut down: no reason code to report.
+    d = host.create("x")
+    host.xst("pause", "x")
+    w = shutdown_w(host, "x")
+    wait_for(lambda: host.xs("xenstore-read", "/local/domain/%d/control/shutdown" % d["domid"],
+                             check=False).stdout == "poweroff\n", what="poweroff request")
+    host.xst("destroy", "x")
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 0 and "Domain %d has been destroyed.\n" % d["domid"] in err, err
