@@ -702,11 +702,21 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 		Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 		Xstdom__Reply *rep;
 		void *tmp = talloc_new(a);
+		int rv;
 
 		req.body_case = XSTDOM__REQUEST__BODY_SOFT_RESET;
 		req.soft_reset = &e;
-		if (adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &msg) < 0)
-			agent_log(a, "domain %u: soft reset: %s", d->domid, msg);
+		rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+		if (rv < 0) {
+			agent_log(a, "domain %u: soft reset: %s", d->domid, msg ? msg : strerror(-rv));
+		} else {
+			/* The reset guest starts its xenbus afresh: INTRODUCE again, without fds,
+			 * makes xstored reset the ring it already holds. */
+			rv = xs_client_introduce(a->xs, d->domid, d->ring_gfn, 1, NULL);
+			if (rv < 0)
+				agent_log(a, "domain %u: re-introducing after soft reset: %s",
+					  d->domid, strerror(-rv));
+		}
 		talloc_free(tmp);
 		return;
 	}

@@ -100,3 +100,27 @@ def test_shutdown_wait_reason(host):
     host.xst("destroy", "x")
     out, err = w.communicate(timeout=30)
     assert w.returncode == 0 and "Domain %d has been destroyed.\n" % d["domid"] in err, err
+
+
+def test_soft_reset_reconnects_xenbus(host):
+    # on_crash = soft-reset: the domain keeps its id and memory, its vcpus restart, and the
+    # agent re-introduces it so the guest's xenbus client connects again and writes its
+    # nodes anew through the ring.
+    d = host.create("s", 'on_crash = "soft-reset"\n')
+    domid = d["domid"]
+    st = "/local/domain/%d/data/status" % domid
+    guest_up(host, domid)
+    host.xs("xenstore-rm", st)
+    host.xs("xenstore-write", "/local/domain/%d/control/shutdown" % domid, "crash")
+    wait_for(lambda: host.xs("xenstore-read", st, check=False).stdout == "running\n",
+             what="status rewritten after the soft reset")
+    s = host.dom("s")
+    assert s["domid"] == domid and s["pid"] == d["pid"] and s["state"][3] != "s", s
+    assert "domain %d soft-reset" % domid in host.xst("dmesg").stdout
+    # Twice: the ring is reset again, the guest still answers its control node.
+    host.xs("xenstore-rm", st)
+    host.xs("xenstore-write", "/local/domain/%d/control/shutdown" % domid, "crash")
+    wait_for(lambda: host.xs("xenstore-read", st, check=False).stdout == "running\n",
+             what="status rewritten after the second soft reset")
+    r = host.xst("shutdown", "-w", "s")
+    assert "reason code 0" in r.stderr, r.stderr
