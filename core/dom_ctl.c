@@ -21,6 +21,7 @@
 #define CREATE_TIMEOUT_MS 30000
 #define WAIT_MAX_MS 60000
 #define PAGES_MAX 256
+#define PAGES_MAX_SKIP 2048 /* read_pages with skip_zero: 8 MiB reply at most */
 
 struct call {
 	struct dom *d;
@@ -643,29 +644,59 @@ static int h_dirty_fetch(struct call *c)
 	return 0;
 }
 
+static bool page_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	size_t i;
+
+	for (i = 0; i < XST_PAGE_SIZE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
 static int h_read_pages(struct call *c)
 {
 	const Xstdom__PageRange *r = c->req->read_pages;
 	Xstdom__Pages *p = talloc_zero(c->ctx, Xstdom__Pages);
-	uint8_t *buf;
-	uint32_t i;
+	bool skip = r->has_skip_zero && r->skip_zero;
+	uint32_t max = skip ? PAGES_MAX_SKIP : PAGES_MAX, i, n = 0;
+	uint8_t *buf, *present = NULL;
 	int ret;
 
-	if (!r->count || r->count > PAGES_MAX)
-		return fail(c, -EINVAL, "count %u: must be 1..%u", r->count, PAGES_MAX);
-	buf = talloc_size(c->ctx, (size_t)r->count * XST_PAGE_SIZE);
-	if (!p || !buf)
+	if (!r->count || r->count > max)
+		return fail(c, -EINVAL, "count %u: must be 1..%u", r->count, max);
+	/* skip_zero: non-zero pages are rare in big ranges; grow the buffer as they come */
+	buf = talloc_size(c->ctx, (size_t)(skip ? 1 : r->count) * XST_PAGE_SIZE);
+	if (skip)
+		present = talloc_zero_size(c->ctx, (r->count + 7) / 8);
+	if (!p || !buf || (skip && !present))
 		return -ENOMEM;
 	for (i = 0; i < r->count; i++) {
-		ret = xst_vm_read_page(c->d->vm, r->first_gfn + i, buf + (size_t)i * XST_PAGE_SIZE);
+		if (skip && talloc_get_size(buf) < (size_t)(n + 1) * XST_PAGE_SIZE) {
+			buf = talloc_realloc_size(c->ctx, buf, (size_t)(n + 1) * 2 * XST_PAGE_SIZE);
+			if (!buf)
+				return -ENOMEM;
+		}
+		ret = xst_vm_read_page(c->d->vm, r->first_gfn + i, buf + (size_t)n * XST_PAGE_SIZE);
 		if (ret < 0)
 			return fail(c, ret, "read gfn %llu: %s",
 				    (unsigned long long)(r->first_gfn + i), strerror(-ret));
+		if (skip && page_zero(buf + (size_t)n * XST_PAGE_SIZE))
+			continue;
+		if (skip)
+			present[i / 8] |= 1u << (i % 8);
+		n++;
 	}
 	xstdom__pages__init(p);
 	p->first_gfn = r->first_gfn;
 	p->data.data = buf;
-	p->data.len = (size_t)r->count * XST_PAGE_SIZE;
+	p->data.len = (size_t)n * XST_PAGE_SIZE;
+	if (skip) {
+		p->has_present = true;
+		p->present.data = present;
+		p->present.len = (r->count + 7) / 8;
+	}
 	c->rep->body_case = XSTDOM__REPLY__BODY_PAGES;
 	c->rep->pages = p;
 	return 0;
