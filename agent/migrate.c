@@ -242,7 +242,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
 	unsigned int round = 0;
 	char *msg = NULL, *url, *what = "";
-	void *rtmp = NULL;
+	void *rtmp;
 	uint32_t domid;
 	char *name;
 	int rv;
@@ -295,7 +295,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	logging = true;
 	what = "copying memory";
 	ts = now_s();
-	rv = stream_tx_pages(t, d, npages, NULL, 0, &msg, ctx);
+	rv = stream_tx_pages(t, d, npages, NULL, 0, false, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_flush(t);
 	if (rv < 0)
@@ -305,8 +305,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	for (round = 1; round <= max_rounds; round++) {
 		uint64_t before = t->bytes;
 
-		talloc_free(rtmp);
-		rtmp = talloc_new(ctx);
+		/* per round allocations (the bitmap: npages / 8 bytes) live until the end */
+		rtmp = ctx;
 		if (!rtmp) {
 			rv = -ENOMEM;
 			goto fail;
@@ -330,7 +330,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 1000.0)
 			break;
 		ts = now_s();
-		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, &msg, rtmp);
+		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, true, &msg,
+				     rtmp);
 		if (rv == 0)
 			rv = stream_tx_flush(t);
 		if (rv < 0)
@@ -373,7 +374,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (dy && round <= max_rounds)
 			for (i = 0; i < len && i < dy->bitmap.len; i++)
 				map[i] |= dy->bitmap.data[i];
-		rv = stream_tx_pages(t, d, npages, map, len, &msg, ctx);
+		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
 	}
 	if (rv == 0)
 		rv = stream_tx_xenstore(t, d);

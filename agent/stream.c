@@ -235,65 +235,75 @@ static bool bit(const uint8_t *map, size_t len, uint64_t n)
 	return n / 8 < len && (map[n / 8] >> (n % 8)) & 1;
 }
 
-/* Read count pages from gfn and send the non-zero ones as one PAGES record. */
+/* Read count pages from gfn (the domain process leaves zero pages out) and send the
+ * non-zero ones as PAGES records (<= STREAM_BATCH pages each), the zero ones as a ZERO
+ * record when `resend`. */
 static int tx_batch(struct stream_tx *t, struct adom *d, uint64_t gfn, uint32_t count,
-		    char **msg, void *ctx)
+		    bool resend, char **msg, void *ctx)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__PageRange pr = XSTDOM__PAGE_RANGE__INIT;
 	Xstdom__Reply *rep;
 	void *tmp = talloc_new(ctx);
-	uint8_t head[8], *gfns, *data;
-	uint32_t i, n = 0;
+	uint8_t head[8], *gfns, *zeros, *data;
+	const uint8_t *present;
+	uint32_t i, n = 0, nz = 0, done = 0, k;
 	int rv;
 
 	if (!tmp)
 		return -ENOMEM;
 	pr.first_gfn = gfn;
 	pr.count = count;
+	pr.has_skip_zero = pr.skip_zero = true;
 	req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
 	req.read_pages = &pr;
 	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, msg);
 	if (rv < 0)
 		goto out;
-	if (rep->body_case != XSTDOM__REPLY__BODY_PAGES ||
-	    rep->pages->data.len != (size_t)count * STREAM_PAGE) {
-		rv = -EPROTO;
+	rv = -EPROTO;
+	if (rep->body_case != XSTDOM__REPLY__BODY_PAGES || !rep->pages->has_present ||
+	    rep->pages->present.len != (count + 7) / 8 || rep->pages->data.len % STREAM_PAGE)
 		goto out;
-	}
-	gfns = talloc_size(tmp, (size_t)count * 8);
+	present = rep->pages->present.data;
 	data = rep->pages->data.data;
-	if (!gfns) {
+	gfns = talloc_size(tmp, (size_t)count * 8);
+	zeros = talloc_size(tmp, (size_t)count * 8);
+	if (!gfns || !zeros) {
 		rv = -ENOMEM;
 		goto out;
 	}
 	for (i = 0; i < count; i++) {
-		const uint8_t *pg = data + (size_t)i * STREAM_PAGE;
-
-		if (page_is_zero(pg)) {
-			t->pages_zero++;
-			continue;
-		}
-		put64(gfns + (size_t)n * 8, gfn + i);
-		if (n != i)
-			memmove(data + (size_t)n * STREAM_PAGE, pg, STREAM_PAGE);
-		n++;
+		if ((present[i / 8] >> (i % 8)) & 1)
+			put64(gfns + (size_t)n++ * 8, gfn + i);
+		else
+			put64(zeros + (size_t)nz++ * 8, gfn + i);
 	}
+	if ((size_t)n * STREAM_PAGE != rep->pages->data.len)
+		goto out;
+	t->pages_zero += nz;
+	t->pages_sent += n;
 	rv = 0;
-	if (n) {
-		put32(head, n);
+	for (done = 0; rv == 0 && done < n; done += k) {
+		k = n - done < STREAM_BATCH ? n - done : STREAM_BATCH;
+		put32(head, k);
 		put32(head + 4, 0);
-		rv = tx_record(t, REC_PAGES, head, 8, gfns, (size_t)n * 8, data,
-			       (size_t)n * STREAM_PAGE);
-		t->pages_sent += n;
+		rv = tx_record(t, REC_PAGES, head, 8, gfns + (size_t)done * 8, (size_t)k * 8,
+			       data + (size_t)done * STREAM_PAGE, (size_t)k * STREAM_PAGE);
+	}
+	if (rv == 0 && resend && nz) {
+		put32(head, nz);
+		put32(head + 4, 0);
+		rv = tx_record(t, REC_ZERO, head, 8, zeros, (size_t)nz * 8, NULL, 0);
 	}
 out:
+	if (msg && *msg)
+		*msg = talloc_steal(ctx, *msg);
 	talloc_free(tmp);
 	return rv;
 }
 
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
-		    size_t bitmap_len, char **msg, void *ctx)
+		    size_t bitmap_len, bool resend, char **msg, void *ctx)
 {
 	uint64_t gfn = 0, end;
 	int rv;
@@ -304,10 +314,10 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 			continue;
 		}
 		end = gfn + 1;
-		while (end < npages && end - gfn < STREAM_BATCH &&
+		while (end < npages && end - gfn < STREAM_READ_BATCH &&
 		       (!bitmap || bit(bitmap, bitmap_len, end)))
 			end++;
-		rv = tx_batch(t, d, gfn, end - gfn, msg, ctx);
+		rv = tx_batch(t, d, gfn, end - gfn, resend, msg, ctx);
 		if (rv < 0)
 			return rv;
 		gfn = end;
@@ -404,6 +414,8 @@ int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 		rv = xst_rpc_pack(&rep->state->base, tmp, &buf, &len);
 	if (rv == 0)
 		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+	if (msg && *msg)
+		*msg = talloc_steal(ctx, *msg);
 	talloc_free(tmp);
 	return rv;
 }
@@ -455,7 +467,7 @@ int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen)
 			snprintf(err, errlen, "not an xst save stream (no header)");
 			return -EINVAL;
 		}
-		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_END) {
+		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_LAST) {
 			snprintf(err, errlen, "corrupt record at offset %" PRIu64, off);
 			return -EINVAL;
 		}
@@ -704,10 +716,12 @@ static int rx_scrub_range(struct stream_rx *r, uint64_t first, uint64_t end)
 			if (gfn + i != r->d->ring_gfn &&
 			    !page_is_zero(rep->pages->data.data + (size_t)i * STREAM_PAGE))
 				rv = write_run(r, gfn + i, zero, 1);
+		if (rv < 0)
+			rx_fail(r, rv, "clearing the new domain's memory: %s",
+				msg ? msg : strerror(-rv));
 		talloc_free(tmp);
 		if (rv < 0)
-			return rx_fail(r, rv, "clearing the new domain's memory: %s",
-				       msg ? msg : strerror(-rv));
+			return rv;
 	}
 	return 0;
 }
@@ -814,6 +828,30 @@ static int rx_pages(struct stream_rx *r, const uint8_t *p, size_t len)
 			      g + run != r->d->ring_gfn && g + run < r->npages; run++)
 			;
 		rv = write_run(r, g, data + (size_t)i * STREAM_PAGE, run);
+		if (rv < 0)
+			return rv;
+	}
+	return 0;
+}
+
+static int rx_zero(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	static const uint8_t zero[STREAM_PAGE];
+	uint32_t count, i;
+	int rv;
+
+	if (!r->d)
+		return rx_fail(r, -EINVAL, "pages before the config record");
+	if (len < 8 || (count = get32(p)) == 0 || len != 8 + (size_t)count * 8)
+		return rx_fail(r, -EINVAL, "malformed zero-pages record");
+	for (i = 0; i < count; i++) {
+		uint64_t g = get64(p + 8 + (size_t)i * 8);
+
+		if (g >= r->npages)
+			return rx_fail(r, -EINVAL, "page %" PRIu64 " beyond the guest's memory", g);
+		if (g == r->d->ring_gfn)
+			continue;
+		rv = write_run(r, g, zero, 1);
 		if (rv < 0)
 			return rv;
 	}
@@ -931,6 +969,7 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 	case REC_PAGES: return rx_pages(r, p, len);
 	case REC_STATE: return rx_state(r, p, len);
 	case REC_END: return rx_end(r, p, len);
+	case REC_ZERO: return rx_zero(r, p, len);
 	case REC_XENSTORE:
 		talloc_free(r->xs);
 		r->xs = talloc_memdup(r, p, len ? len : 1);
@@ -964,7 +1003,7 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 		uint32_t type = get32(h);
 		uint64_t rl = get64(h + 8), total;
 
-		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_END) {
+		if (rl > STREAM_MAX_RECORD || type < REC_HEADER || type > REC_LAST) {
 			rv = rx_fail(r, -EINVAL, "corrupt record header");
 			break;
 		}

@@ -29,7 +29,8 @@ struct adom;
 #define STREAM_PAGE 4096u
 #define STREAM_CHUNK (4u << 20)
 #define STREAM_MAX_RECORD (64u << 20)
-#define STREAM_BATCH 256u /* pages per read_pages / write_pages */
+#define STREAM_BATCH 256u /* pages per write_pages and per PAGES record */
+#define STREAM_READ_BATCH 2048u /* pages per read_pages (skip_zero; 8 MiB replies at most) */
 #define STREAM_F_PAUSED 1u /* the domain was paused at the source: keep it paused */
 
 enum stream_rec {
@@ -41,6 +42,8 @@ enum stream_rec {
 			     relative to /local/domain/<domid> */
 	REC_STATE = 5,    /* packed xstdom.StateBlob (vm + vcpu state) */
 	REC_END = 6,      /* u64 FNV-1a of the stream before this record */
+	REC_ZERO = 7,     /* u32 count, u32 0, u64 gfn[count]: these pages are now zero */
+	REC_LAST = REC_ZERO,
 };
 
 typedef int (*stream_sink_fn)(void *arg, const uint8_t *buf, size_t len);
@@ -61,9 +64,11 @@ int stream_tx_flush(struct stream_tx *t);
 int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages, uint64_t flags);
 int stream_tx_config(struct stream_tx *t, struct adom *d);
 /* Pages of d: all of 0..npages-1 when bitmap is NULL, else those whose bit is set
- * (little-endian u64 words, bit n = gfn n).  Zero pages are counted, not sent. */
+ * (little-endian u64 words, bit n = gfn n).  Zero pages are counted, not sent; with
+ * `resend` (a later pre-copy round: the receiver may hold an older, non-zero copy) they
+ * go as ZERO records (gfns only). */
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
-		    size_t bitmap_len, char **msg, void *ctx);
+		    size_t bitmap_len, bool resend, char **msg, void *ctx);
 int stream_tx_xenstore(struct stream_tx *t, struct adom *d);
 /* state_save of a paused d. */
 int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx);

@@ -167,7 +167,7 @@ def test_unreachable_destination(lab2, tmp_path):
 
 # The fault cases need a migration that lasts: --downtime 0 never fits, so it runs its
 # rounds (throttled) until the bound.
-SLOW = ("--downtime", "0", "--max-rounds", "400")
+SLOW = ("--downtime", "0", "--max-rounds", "1000")
 BUSY = "dirty=64M/s,console=50ms,ws=32M"
 
 
