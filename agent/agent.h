@@ -31,6 +31,9 @@ struct xst_rpc;
 #define AGENT_CREATE_MS 60000
 #define AGENT_MAX_POOLS 64
 #define AGENT_GONE_KEEP 64
+/* Core dump file (docs/agent.md): this header, then every guest page from gfn 0. */
+#define AGENT_DUMP_MAGIC "XSTCORE"
+#define AGENT_DUMP_HDR 64
 
 struct pool {
 	struct pool *next;
@@ -72,6 +75,7 @@ struct agent {
 	const char *core;        /* default core for "auto" configs */
 	const char *domain_bin;  /* xst-domain */
 	const char *log_path;
+	const char *dump_dir;    /* coredump-* actions write <dump_dir>/<name> */
 	bool no_fork;
 	const char *listen_urls[AGENT_MAX_LISTEN];
 	unsigned int nlisten;

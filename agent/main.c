@@ -30,7 +30,8 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: xst-agent [--rundir DIR] [--xenstored SOCKET] [--listen URL]...\n"
-		   "                 [--core auto|sim|kvm] [--log FILE] [-N|--no-fork]\n");
+		   "                 [--core auto|sim|kvm] [--log FILE] [--dump-dir DIR]\n"
+		   "                 [-N|--no-fork]\n");
 }
 
 /* <dir of this executable>/../core/xst-domain, unless $XST_DOMAIN names one. */
@@ -164,6 +165,7 @@ int main(int argc, char **argv)
 	    {"rundir", required_argument, NULL, 'r'}, {"xenstored", required_argument, NULL, 'x'},
 	    {"listen", required_argument, NULL, 'l'}, {"core", required_argument, NULL, 'c'},
 	    {"log", required_argument, NULL, 'L'},    {"no-fork", no_argument, NULL, 'N'},
+	    {"dump-dir", required_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	struct agent *a;
@@ -179,6 +181,7 @@ int main(int argc, char **argv)
 	a->xenstored =
 	    getenv("XENSTORED_PATH") ? getenv("XENSTORED_PATH") : "/var/run/xenstored/socket";
 	a->core = "auto";
+	a->dump_dir = "/var/lib/xen/dump";
 	a->log_fd = STDERR_FILENO;
 	while ((opt = getopt_long(argc, argv, "Nh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -206,6 +209,9 @@ int main(int argc, char **argv)
 			break;
 		case 'L':
 			a->log_path = optarg;
+			break;
+		case 'D':
+			a->dump_dir = optarg;
 			break;
 		case 'N':
 			a->no_fork = true;

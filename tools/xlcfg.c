@@ -398,8 +398,9 @@ static const struct key {
     {"workload", K_STRING},    {"core", K_STRING},
 };
 
-static const char *const actions[] = {"destroy",  "restart",	"rename-restart",
-				      "preserve", "soft-reset", NULL};
+static const char *const actions[] = {"destroy",	   "restart",	      "rename-restart",
+				      "preserve",	   "soft-reset",      "coredump-destroy",
+				      "coredump-restart", NULL};
 
 bool xlcfg_action_valid(const char *a)
 {

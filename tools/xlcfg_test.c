@@ -185,6 +185,8 @@ static void helpers(void **state)
 	assert_string_equal(s, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
 	assert_int_equal(xlcfg_uuid_parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg", u), -EINVAL);
 	assert_true(xlcfg_action_valid("rename-restart"));
+	assert_true(xlcfg_action_valid("coredump-destroy"));
+	assert_true(xlcfg_action_valid("coredump-restart"));
 	assert_false(xlcfg_action_valid("coredump"));
 }
 

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 
 import pytest
@@ -124,3 +125,74 @@ def test_soft_reset_reconnects_xenbus(host):
              what="status rewritten after the second soft reset")
     r = host.xst("shutdown", "-w", "s")
     assert "reason code 0" in r.stderr, r.stderr
+
+
+class DumpHost(Host):
+    """The agent with --dump-dir in the test's tmp directory."""
+
+    def start_agent(self):
+        self.dump_dir = str(self.tmp / "dump")
+        self.agent = subprocess.Popen(
+            [str(build_path("agent", "xst-agent")), "--rundir", self.rundir, "--xenstored",
+             self.xsd.socket, "--core", "sim", "-N", "--log", str(self.tmp / "agent.log"),
+             "--dump-dir", self.dump_dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.agent_env())
+        wait_for(lambda: self.xst("info", check=False).returncode == 0
+                 or self.agent.poll() is not None, timeout=20, what="agent")
+        assert self.agent.poll() is None, "agent exited: " + self.agent.stderr.read()
+
+
+def read_dump(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, ver, psz, domid, reason, npages, when = struct.unpack_from("<8sIIIIQQ", data)
+    uuid = data[40:56]
+    return dict(magic=magic, ver=ver, psz=psz, domid=domid, reason=reason, npages=npages,
+                when=when, uuid=uuid, size=len(data), data=data)
+
+
+def test_coredump_actions(tmp_path):
+    host = DumpHost(tmp_path).start()
+    try:
+        # coredump-destroy: a crashed guest's memory (maxmem 96 MiB) lands in
+        # <dump-dir>/<name>, then the domain is destroyed.
+        d = host.create("cd", 'maxmem = 96\non_crash = "coredump-destroy"\n')
+        guest_up(host, d["domid"])
+        host.xs("xenstore-write", "/local/domain/%d/control/shutdown" % d["domid"], "crash")
+        wait_state(host, "cd", lambda x: x is None, what="destroyed after the dump")
+        path = os.path.join(host.dump_dir, "cd")
+        h = read_dump(path)
+        assert h["magic"] == b"XSTCORE\0" and h["ver"] == 1 and h["psz"] == 4096
+        assert h["domid"] == d["domid"] and h["reason"] == 3
+        assert h["npages"] == 96 * 256 and h["size"] == 64 + 96 * 1024 * 1024
+        assert h["uuid"] == bytes.fromhex(d["uuid"].replace("-", ""))
+        # Real guest memory: the sim guest wrote its boot banner and xenstore ring.
+        assert h["data"][64:].count(b"\0") < len(h["data"]) - 64
+        assert "core dumped to %s" % path in host.xst("dmesg").stdout
+        assert not [f for f in os.listdir(host.dump_dir) if f.startswith(".")]
+
+        # coredump-restart: dumped, then a new domain with the same name and uuid.
+        d = host.create("cr", 'on_crash = "coredump-restart"\n')
+        guest_up(host, d["domid"])
+        host.xs("xenstore-write", "/local/domain/%d/control/shutdown" % d["domid"], "crash")
+        wait_state(host, "cr", lambda x: x and x["domid"] != d["domid"], what="restart")
+        h = read_dump(os.path.join(host.dump_dir, "cr"))
+        assert h["domid"] == d["domid"] and h["size"] == 64 + 64 * 1024 * 1024
+        assert host.dom("cr")["uuid"] == d["uuid"]
+        host.xst("destroy", "cr")
+
+        # An unwritable dump dir: logged, and the action still happens.
+        os.chmod(host.dump_dir, 0o500)
+        if os.access(host.dump_dir, os.W_OK):
+            os.chmod(host.dump_dir, 0o700)
+            os.rename(host.dump_dir, host.dump_dir + ".old")
+            with open(host.dump_dir, "w") as f:
+                f.write("not a directory")
+        d = host.create("cf", 'on_crash = "coredump-destroy"\n')
+        guest_up(host, d["domid"])
+        host.xs("xenstore-write", "/local/domain/%d/control/shutdown" % d["domid"], "crash")
+        wait_state(host, "cf", lambda x: x is None, what="destroyed without a dump")
+        assert "domain %d: core dump failed" % d["domid"] in host.xst("dmesg").stdout
+    finally:
+        host.stop()
+    assert host.agent_rc == 0, "xst-agent: rc=%s %s" % (host.agent_rc, host.agent_err)
