@@ -118,6 +118,8 @@ int adom_destroy(struct adom *d, char **msg, void *ctx);
 int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
 	      Xstdom__Reply **rep, char **msg);
 int adom_info(struct adom *d, void *ctx, Xstdom__Info **info);
+/* Pin vcpu (-1: all) threads of the domain process to the cpu list cpus. */
+int adom_pin(struct adom *d, int vcpu, const char *cpus, void *ctx, char **msg);
 /* Store the config (name, pool, ...) in the domain process for re-adoption. */
 int adom_save_config(struct adom *d);
 void adom_events(struct adom *d);      /* fetch and act on new events */

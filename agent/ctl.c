@@ -518,7 +518,12 @@ static int h_vcpu_list(struct call *c)
 		v->online = vi->online;
 		v->running = vi->running;
 		v->cpu_time = (double)vi->cpu_time_ns / 1e9;
-		v->affinity = vi->id < d->cfg->maxvcpus ? d->affinity[vi->id] : "all";
+		/* What the kernel has for the vcpu thread; the recorded one from older
+		 * domain processes. */
+		if (vi->affinity)
+			v->affinity = vi->affinity;
+		else
+			v->affinity = vi->id < d->cfg->maxvcpus ? d->affinity[vi->id] : "all";
 		l->vcpu[l->n_vcpu++] = v;
 	}
 	c->rep->body_case = XSTAGENT__REPLY__BODY_VCPUS;
@@ -531,6 +536,7 @@ static int h_vcpu_pin(struct call *c)
 	const Xstagent__VcpuPin *p = c->req->vcpu_pin;
 	uint64_t map[16];
 	unsigned int hi, i, first, last;
+	char *msg = NULL;
 	LOOKUP(c, p->dom);
 	if (xlcfg_cpulist_parse(p->cpus, map, &hi) < 0)
 		return fail(c, -EINVAL, "invalid cpu list \"%s\"", p->cpus);
@@ -545,6 +551,9 @@ static int h_vcpu_pin(struct call *c)
 	} else {
 		first = last = (unsigned int)p->vcpu;
 	}
+	rv = adom_pin(d, first == last ? (int)first : -1, p->cpus, c->ctx, &msg);
+	if (rv < 0)
+		return fail(c, rv, "%s", msg);
 	for (i = first; i <= last; i++) {
 		char *s = talloc_strdup(d->affinity, p->cpus);
 

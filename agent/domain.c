@@ -566,6 +566,11 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		emsg = talloc_asprintf(ctx, "writing store/ring-ref: %s", strerror(-rv));
 		goto fail;
 	}
+	if (cfg->cpus && strcmp(cfg->cpus, "all") != 0) {
+		rv = adom_pin(d, -1, cfg->cpus, ctx, &emsg);
+		if (rv < 0)
+			goto fail;
+	}
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	close(handoff);
@@ -589,6 +594,30 @@ fail:
 	*msg = emsg;
 	talloc_free(d);
 	return rv < 0 ? rv : -EIO;
+}
+
+int adom_pin(struct adom *d, int vcpu, const char *cpus, void *ctx, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__VcpuPin vp = XSTDOM__VCPU_PIN__INIT;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(ctx);
+	char *m = NULL;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	vp.has_vcpu = true;
+	vp.vcpu = vcpu;
+	vp.cpus = (char *)cpus;
+	req.body_case = XSTDOM__REQUEST__BODY_VCPU_PIN;
+	req.vcpu_pin = &vp;
+	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &m);
+	if (rv < 0)
+		*msg = talloc_asprintf(ctx, "pinning vcpus to %s: %s", cpus,
+				       m ? m : strerror(-rv));
+	talloc_free(tmp);
+	return rv;
 }
 
 /* Tear down everything of a domain whose process is already gone or killed. */

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +441,92 @@ static int h_vcpus_online(struct call *c)
 	return 0;
 }
 
+/* "all" or a comma list of cpus and ranges ("0-3,6") into set; -EINVAL if malformed. */
+static int cpuset_parse(const char *s, cpu_set_t *set)
+{
+	long conf = sysconf(_SC_NPROCESSORS_CONF);
+	unsigned long a, b;
+	char *end;
+
+	CPU_ZERO(set);
+	if (strcmp(s, "all") == 0) {
+		for (a = 0; a < (unsigned long)(conf > 0 ? conf : 1) && a < CPU_SETSIZE; a++)
+			CPU_SET(a, set);
+		return 0;
+	}
+	for (;;) {
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		a = b = strtoul(s, &end, 10);
+		if (*end == '-') {
+			s = end + 1;
+			if (*s < '0' || *s > '9')
+				return -EINVAL;
+			b = strtoul(s, &end, 10);
+		}
+		if (a > b || b >= CPU_SETSIZE)
+			return -EINVAL;
+		for (; a <= b; a++)
+			CPU_SET(a, set);
+		if (*end == '\0')
+			return 0;
+		if (*end != ',')
+			return -EINVAL;
+		s = end + 1;
+	}
+}
+
+/* The cpu list of set ("0-1,3"), or "all" when it holds every online cpu. */
+static char *cpuset_text(const cpu_set_t *set, void *ctx)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	char *s = talloc_strdup(ctx, "");
+	unsigned int i, j;
+
+	if (online > 0 && CPU_COUNT(set) >= online)
+		return talloc_strdup(ctx, "all");
+	for (i = 0; s && i < CPU_SETSIZE; i++) {
+		if (!CPU_ISSET(i, set))
+			continue;
+		for (j = i; j + 1 < CPU_SETSIZE && CPU_ISSET(j + 1, set); j++)
+			;
+		s = talloc_asprintf_append(s, "%s%u", s[0] ? "," : "", i);
+		if (s && j > i)
+			s = talloc_asprintf_append(s, "-%u", j);
+		i = j;
+	}
+	return s;
+}
+
+static int h_vcpu_pin(struct call *c)
+{
+	struct dom *d = c->d;
+	const Xstdom__VcpuPin *p = c->req->vcpu_pin;
+	unsigned int i, first = 0, last;
+	cpu_set_t set;
+	int ret;
+
+	if (!p->cpus || cpuset_parse(p->cpus, &set) < 0)
+		return fail(c, -EINVAL, "invalid cpu list \"%s\"", p->cpus ? p->cpus : "");
+	if (!d->nvcpus)
+		return fail(c, -ENODEV, "no vcpus");
+	last = d->nvcpus - 1;
+	if (p->has_vcpu && p->vcpu >= 0) {
+		if ((unsigned int)p->vcpu >= d->nvcpus)
+			return fail(c, -EINVAL, "no vcpu %d", p->vcpu);
+		first = last = (unsigned int)p->vcpu;
+	}
+	for (i = first; i <= last; i++) {
+		if (!d->vcpus[i].started)
+			continue;
+		ret = -pthread_setaffinity_np(d->vcpus[i].thread, sizeof(set), &set);
+		if (ret < 0)
+			return fail(c, ret, "vcpu %u: sched_setaffinity %s: %s", i, p->cpus,
+				    strerror(-ret));
+	}
+	return 0;
+}
+
 static int h_vcpu_info(struct call *c)
 {
 	struct dom *d = c->d;
@@ -465,6 +553,12 @@ static int h_vcpu_info(struct call *c)
 		vi->running = vi->online && !d->vcpus[i].parked && d->state == DOM_RUNNING;
 		pthread_mutex_unlock(&d->lock);
 		vi->cpu_time_ns = info.cpu_time_ns;
+		if (d->vcpus[i].started) {
+			cpu_set_t set;
+
+			if (pthread_getaffinity_np(d->vcpus[i].thread, sizeof(set), &set) == 0)
+				vi->affinity = cpuset_text(&set, c->ctx);
+		}
 		l->vcpu[l->n_vcpu++] = vi;
 	}
 	c->rep->body_case = XSTDOM__REPLY__BODY_VCPUS;
@@ -791,6 +885,7 @@ static const struct {
 	[XSTDOM__REQUEST__BODY_MEM_MAX] = {"mem_max", h_mem, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_VCPUS_ONLINE] = {"vcpus_online", h_vcpus_online, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_VCPU_INFO] = {"vcpu_info", h_vcpu_info, NEEDS_VM},
+	[XSTDOM__REQUEST__BODY_VCPU_PIN] = {"vcpu_pin", h_vcpu_pin, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_SCHED] = {"sched", h_sched, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_SOFT_RESET] = {"soft_reset", h_soft_reset, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_WAIT_EVENT] = {"wait_event", h_wait_event, 0},

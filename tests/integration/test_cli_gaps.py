@@ -196,3 +196,68 @@ def test_coredump_actions(tmp_path):
     finally:
         host.stop()
     assert host.agent_rc == 0, "xst-agent: rc=%s %s" % (host.agent_rc, host.agent_err)
+
+
+def thread_cpus(pid):
+    """Cpus_allowed_list of every thread of a process, as the kernel has it."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                out += [l.split()[1] for l in f if l.startswith("Cpus_allowed_list:")]
+        except FileNotFoundError:
+            pass
+    return sorted(out)
+
+
+def vcpu_affinity(host, name):
+    return [v["affinity"] for v in json.loads(host.xst("vcpu-list", "--json", name).stdout)]
+
+
+def check_pinning(host, name, core, extra):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning needs 2 usable cpus, this process has %s"
+                    % sorted(os.sched_getaffinity(0)))
+    cpus = sorted(os.sched_getaffinity(0))
+    a, b = str(cpus[0]), str(cpus[1])
+    # cpus = B in the config: both vcpu threads start pinned there.
+    d = host.create(name, 'cpus = "%s"\n%s' % (b, extra))
+    pid = d["pid"]
+    assert d["core"] == core, d
+    assert thread_cpus(pid).count(b) == 2, thread_cpus(pid)
+    assert vcpu_affinity(host, name) == [b, b]
+    host.xst("vcpu-pin", name, "0", a)
+    assert thread_cpus(pid).count(a) == 1 and thread_cpus(pid).count(b) == 1, thread_cpus(pid)
+    assert vcpu_affinity(host, name) == [a, b]
+    text = host.xst("vcpu-list", name).stdout.splitlines()
+    assert text[1].split()[-3:] == [a, "/", "all"] and text[2].split()[-3:] == [b, "/", "all"], \
+        text
+    host.xst("vcpu-pin", name, "all", "all")
+    assert vcpu_affinity(host, name) == ["all", "all"]
+    assert thread_cpus(pid).count(a) == 0 and thread_cpus(pid).count(b) == 0, thread_cpus(pid)
+    # Kernel state survives the agent: kill -9, re-adopt, the affinity is still reported.
+    host.xst("vcpu-pin", name, "1", a)
+    host.kill_agent()
+    host.start_agent()
+    assert vcpu_affinity(host, name) == ["all", a]
+    r = host.xst("vcpu-pin", name, "0", "99", check=False)
+    assert r.returncode != 0 and "cpu 99 does not exist" in r.stderr, r.stderr
+    assert host.dom(name)["state"][3] != "s"
+    host.xst("destroy", name)
+
+
+def test_vcpu_pin_sim(host):
+    check_pinning(host, "pin", "sim", "")
+
+
+def test_vcpu_pin_kvm(host):
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+    except OSError as e:
+        print("skipping: /dev/kvm unusable: %s" % e.strerror)
+        pytest.skip("/dev/kvm unusable: %s" % e.strerror)
+    guest = build_path("tests", "guests", "xstguest")
+    assert os.path.exists(guest), "test guest not built: %s" % guest
+    check_pinning(host, "pinkvm", "kvm", 'core = "kvm"\ntype = "pvh"\nkernel = "%s"\n'
+                  'cmdline = "tick=50"\n' % guest)
