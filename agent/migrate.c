@@ -327,7 +327,9 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		rv = dirty_fetch(d, rtmp, &dy, &count, &msg);
 		if (rv < 0)
 			goto fail;
-		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 1000.0)
+		/* Half the budget for the last pages: pausing, the state, the xenstore
+		 * subtree and the destination's resume take the rest. */
+		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 2000.0)
 			break;
 		ts = now_s();
 		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, true, &msg,
