@@ -257,10 +257,53 @@ out:
 	return rc;
 }
 
+/* Guest memory streams page by page (talloc caps one allocation at 256 MiB). */
+static int mem_save(struct drive *d, const char *prefix)
+{
+	char path[4200];
+	uint8_t page[XST_PAGE_SIZE];
+	int rc = 0;
+	snprintf(path, sizeof(path), "%s.mem", prefix);
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		return -errno;
+	uint64_t np = xst_vm_npages(d->vm);
+	for (uint64_t g = 0; g < np && rc == 0; g++) {
+		rc = xst_vm_read_page(d->vm, g, page);
+		if (rc == 0 && fwrite(page, 1, sizeof(page), f) != sizeof(page))
+			rc = -EIO;
+	}
+	if (fclose(f) != 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
+static int mem_load(struct drive *d, const char *prefix)
+{
+	char path[4200];
+	uint8_t page[XST_PAGE_SIZE];
+	int rc = 0;
+	snprintf(path, sizeof(path), "%s.mem", prefix);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -errno;
+	uint64_t np = xst_vm_npages(d->vm);
+	for (uint64_t g = 0; g < np && rc == 0; g++) {
+		if (fread(page, 1, sizeof(page), f) != sizeof(page))
+			rc = -EINVAL; /* short file */
+		else
+			rc = xst_vm_write_page(d->vm, g, page);
+	}
+	if (rc == 0 && fgetc(f) != EOF)
+		rc = -EINVAL; /* long file */
+	fclose(f);
+	return rc;
+}
+
 static int cmd_save(struct drive *d, const char *prefix)
 {
 	void *tmp = talloc_new(NULL);
-	uint8_t *blob, *page;
+	uint8_t *blob;
 	size_t len;
 	char suffix[32];
 	int rc = xst_vm_state_save(d->vm, tmp, &blob, &len);
@@ -275,16 +318,7 @@ static int cmd_save(struct drive *d, const char *prefix)
 		if ((rc = file_put(prefix, suffix, blob, len)) < 0)
 			goto out;
 	}
-	uint64_t np = xst_vm_npages(d->vm);
-	page = talloc_size(tmp, np * XST_PAGE_SIZE);
-	if (!page) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (uint64_t g = 0; g < np; g++)
-		if ((rc = xst_vm_read_page(d->vm, g, page + g * XST_PAGE_SIZE)) < 0)
-			goto out;
-	rc = file_put(prefix, ".mem", page, np * XST_PAGE_SIZE);
+	rc = mem_save(d, prefix);
 out:
 	talloc_free(tmp);
 	return rc;
@@ -296,17 +330,9 @@ static int cmd_load(struct drive *d, const char *prefix)
 	uint8_t *blob;
 	size_t len;
 	char suffix[32];
-	uint64_t np = xst_vm_npages(d->vm);
-	int rc = file_get(tmp, prefix, ".mem", &blob, &len);
+	int rc = mem_load(d, prefix);
 	if (rc < 0)
 		goto out;
-	if (len != np * XST_PAGE_SIZE) {
-		rc = -EINVAL;
-		goto out;
-	}
-	for (uint64_t g = 0; g < np; g++)
-		if ((rc = xst_vm_write_page(d->vm, g, blob + g * XST_PAGE_SIZE)) < 0)
-			goto out;
 	if ((rc = file_get(tmp, prefix, ".vm", &blob, &len)) < 0 ||
 	    (rc = xst_vm_state_load(d->vm, blob, len)) < 0)
 		goto out;
