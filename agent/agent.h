@@ -29,6 +29,8 @@ struct xst_rpc;
 #define AGENT_LOG_KEEP (64u * 1024)
 #define AGENT_CALL_MS 10000
 #define AGENT_CREATE_MS 60000
+#define AGENT_QUERY_MS 1000 /* info and event catch-up: the agent must not stall on them */
+#define AGENT_STUCK_MS 200  /* any call to a domain process whose last call timed out */
 #define AGENT_MAX_POOLS 64
 #define AGENT_GONE_KEEP 64
 /* Core dump file (docs/agent.md): this header, then every guest page from gfn 0. */
@@ -67,6 +69,9 @@ struct adom {
 	uint32_t weight, cap;
 	char **affinity;     /* per vcpu (maxvcpus entries), cpu list or "all" */
 	uint64_t ring_gfn;
+	bool stuck;          /* its last call timed out: calls wait AGENT_STUCK_MS at most */
+	uint8_t *info_cache; /* the last Info it gave (packed), answered while it is stuck */
+	size_t info_cache_len;
 };
 
 struct agent {

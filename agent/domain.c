@@ -152,7 +152,20 @@ int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, X
 			*msg = talloc_asprintf(ctx, "domain %u has no domain process", d->domid);
 		return -ESRCH;
 	}
+	/* A domain process that did not answer (SIGSTOPped, wedged) must not stall the agent
+	 * for the full timeout on every call: until it answers again, wait briefly. */
+	if (d->stuck && timeout_ms > AGENT_STUCK_MS)
+		timeout_ms = AGENT_STUCK_MS;
 	rv = xst_rpc_call_msg(d->rpc, &req->base, timeout_ms, &xstdom__reply__descriptor, ctx, &m);
+	if (rv == -ETIMEDOUT && !d->stuck) {
+		d->stuck = true;
+		agent_log(d->a, "domain %u (%s): domain process does not answer; calls now wait "
+				"%d ms at most until it does", d->domid, d->name, AGENT_STUCK_MS);
+	} else if (rv != -ETIMEDOUT && d->stuck) {
+		d->stuck = false;
+		agent_log(d->a, "domain %u (%s): domain process answers again", d->domid,
+			  d->name);
+	}
 	if (rv < 0) {
 		if (msg)
 			*msg = talloc_asprintf(ctx, "domain %u: domain process does not answer: %s",
@@ -175,17 +188,34 @@ int adom_info(struct adom *d, void *ctx, Xstdom__Info **info)
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
+	uint8_t *buf;
+	size_t len;
 	int rv;
 
 	*info = NULL;
 	req.body_case = XSTDOM__REQUEST__BODY_INFO;
 	req.info = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, NULL);
+	rv = adom_call(d, &req, AGENT_QUERY_MS, ctx, &rep, NULL);
+	if (rv == -ETIMEDOUT && d->info_cache) {
+		ProtobufCMessage *m;
+
+		/* Stale but better than nothing (xst list while the process is stopped). */
+		rv = xst_rpc_unpack(&xstdom__info__descriptor, d->info_cache, d->info_cache_len,
+				    ctx, &m);
+		if (rv == 0)
+			*info = (Xstdom__Info *)m;
+		return rv;
+	}
 	if (rv < 0)
 		return rv;
 	if (rep->body_case != XSTDOM__REPLY__BODY_INFO)
 		return -EPROTO;
 	*info = rep->info;
+	if (xst_rpc_pack(&rep->info->base, d, &buf, &len) == 0) {
+		talloc_free(d->info_cache);
+		d->info_cache = buf;
+		d->info_cache_len = len;
+	}
 	return 0;
 }
 
@@ -931,7 +961,7 @@ void adom_events(struct adom *d)
 	we.timeout_ms = 0;
 	req.body_case = XSTDOM__REQUEST__BODY_WAIT_EVENT;
 	req.wait_event = &we;
-	if (!tmp || adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, NULL) < 0 ||
+	if (!tmp || adom_call(d, &req, AGENT_QUERY_MS, tmp, &rep, NULL) < 0 ||
 	    rep->body_case != XSTDOM__REPLY__BODY_EVENTS) {
 		talloc_free(tmp);
 		return;

@@ -7,6 +7,7 @@ import re
 import signal
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -261,3 +262,39 @@ def test_vcpu_pin_kvm(host):
     assert os.path.exists(guest), "test guest not built: %s" % guest
     check_pinning(host, "pinkvm", "kvm", 'core = "kvm"\ntype = "pvh"\nkernel = "%s"\n'
                   'cmdline = "tick=50"\n' % guest)
+
+
+def test_list_answers_while_a_domain_process_is_stopped(host):
+    a = host.create("alive")
+    s = host.create("stopped")
+    guest_up(host, s["domid"])
+    os.kill(s["pid"], signal.SIGSTOP)
+    try:
+        times = []
+        for _ in range(4):
+            t0 = time.monotonic()
+            doms = {d["name"]: d for d in host.domains()}
+            times.append(time.monotonic() - t0)
+            assert set(doms) == {"Domain-0", "alive", "stopped"}, doms
+            # The stopped one is shown from what it last said, not as dying.
+            assert doms["stopped"]["state"] == "r-----", doms["stopped"]
+            assert doms["stopped"]["mem_kib"] == 65536
+        # The first call waits for one short query timeout, later ones barely at all
+        # (the old agent waited 10 s per call).
+        assert times[0] < 3.0 and max(times[1:]) < 1.5, times
+        # Other domains are served as usual meanwhile.
+        host.xst("pause", "alive")
+        assert host.dom("alive")["state"] == "--p---"
+        host.xst("unpause", "alive")
+        assert "domain %d (stopped): domain process does not answer" % s["domid"] \
+            in host.xst("dmesg").stdout
+    finally:
+        os.kill(s["pid"], signal.SIGCONT)
+    # It answers again: commands reach it with their full timeout.
+    host.xst("pause", "stopped")
+    wait_state(host, "stopped", lambda x: x and x["state"] == "--p---", what="paused")
+    assert "domain %d (stopped): domain process answers again" % s["domid"] \
+        in host.xst("dmesg").stdout
+    host.xst("destroy", "stopped")
+    host.xst("destroy", "alive")
+    assert a["pid"] != s["pid"]
