@@ -241,9 +241,58 @@ static char *kid_list(struct req *r, const struct nview *v, size_t *len)
 	return buf;
 }
 
+/* The NUL-separated child list of one committed node, packed once and reused by
+ * DIRECTORY and DIRECTORY_PART until the store changes (any modification bumps
+ * store_gen: a child created, deleted or reordered, or a record moved or freed). */
+static struct {
+	const struct node *node;
+	uint64_t store_gen;
+	char *buf;
+	size_t len;
+} kl_cache;
+
+static const char *kid_list_cached(const struct nview *v, size_t *len)
+{
+	unsigned int n = db_nkids(v);
+	size_t total = 0, off = 0;
+	char *buf;
+
+	if (!v->g)
+		return NULL;
+	if (kl_cache.buf && kl_cache.node == v->g && kl_cache.store_gen == store_gen) {
+		*len = kl_cache.len;
+		return kl_cache.buf;
+	}
+	for (unsigned int i = 0; i < n; i++)
+		total += v->g->kids[i]->namelen + 1;
+	buf = realloc(kl_cache.buf, total + 1); /* process lifetime, apart from any context */
+	if (!buf)
+		return NULL;
+	kl_cache.buf = buf;
+	kl_cache.node = NULL;
+	for (unsigned int i = 0; i < n; i++) {
+		const struct node *k = v->g->kids[i];
+		memcpy(buf + off, node_name(k), k->namelen + 1u);
+		off += k->namelen + 1u;
+	}
+	buf[total] = '\0';
+	kl_cache.node = v->g;
+	kl_cache.store_gen = store_gen;
+	kl_cache.len = total;
+	*len = total;
+	return buf;
+}
+
+void ops_free(void)
+{
+	free(kl_cache.buf);
+	memset(&kl_cache, 0, sizeof(kl_cache));
+}
+
 int do_directory(struct req *r)
 {
 	const char *a = req_onearg(r);
+	const char *cached;
 	char *path, *list;
 	struct nview v;
 	size_t len;
@@ -254,12 +303,41 @@ int do_directory(struct req *r)
 	ret = get_node(r, a, XS_PERM_READ, &path, &v);
 	if (ret < 0)
 		return ret;
+	cached = kid_list_cached(&v, &len);
+	if (cached)
+		return len > XS_PAYLOAD_MAX ? -E2BIG : reply(r, cached, len);
 	if (kids_len(&v) > XS_PAYLOAD_MAX)
 		return -E2BIG; /* without building a list that cannot be sent */
 	list = kid_list(r, &v, &len);
 	if (!list)
 		return -ENOMEM;
 	return reply(r, list, len);
+}
+
+/* DIRECTORY_PART from the packed list: off is a byte offset into it (it may point
+ * into a name, as C xenstored allows); whole pieces up to the next NUL are copied
+ * while they fit. */
+static int directory_part_packed(struct req *r, char *out, size_t glen, const char *list,
+				 size_t total, size_t off)
+{
+	size_t maxlen = XS_PAYLOAD_MAX - glen - 2, clen = 0, p = off;
+
+	if (off >= total) {
+		out[glen + 1] = '\0';
+		return reply(r, out, glen + 2);
+	}
+	while (p < total) {
+		const char *e = memchr(list + p, '\0', total - p);
+		size_t l = (size_t)(e - (list + p));
+		if (clen + l >= maxlen)
+			break;
+		memcpy(out + glen + 1 + clen, list + p, l + 1);
+		clen += l + 1;
+		p += l + 1;
+	}
+	if (p >= total)
+		out[glen + 1 + clen++] = '\0';
+	return reply(r, out, glen + 1 + clen);
 }
 
 static struct {
@@ -272,9 +350,10 @@ static struct {
 int do_directory_part(struct req *r)
 {
 	const char *s[3];
+	const char *list;
 	char *path, *out;
 	struct nview v;
-	size_t off, pos = 0, skip, glen, maxlen, clen = 0;
+	size_t off, pos = 0, skip, glen, maxlen, clen = 0, total;
 	unsigned int i = 0, n;
 	char gen[24];
 	int ret;
@@ -290,6 +369,9 @@ int do_directory_part(struct req *r)
 	if (!out)
 		return -ENOMEM;
 	memcpy(out, gen, glen + 1);
+	list = kid_list_cached(&v, &total);
+	if (list)
+		return directory_part_packed(r, out, glen, list, total, off);
 	/* Byte offset `off` into the NUL-separated child list, found without building
 	 * the list (a chunk of a 10,000-child directory costs O(children) additions). */
 	n = db_nkids(&v);

@@ -31,6 +31,7 @@ static inline int store_teardown(void **state)
 	talloc_free(xsd_ctx);
 	conn_reap();
 	node_tree_free();
+	ops_free();
 	domain_free_all();
 	xsd_ctx = NULL;
 	return 0;

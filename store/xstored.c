@@ -423,6 +423,7 @@ out:
 	talloc_free(xsd_ctx);
 	conn_reap();
 	node_tree_free();
+	ops_free();
 	domain_free_all();
 	trace_close();
 	if (sigsrc.fd >= 0)

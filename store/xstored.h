@@ -305,6 +305,8 @@ int do_mkdir(struct req *r);
 int do_rm(struct req *r);
 int do_directory(struct req *r);
 int do_directory_part(struct req *r);
+/* Frees the cached child list DIRECTORY keeps (at exit). */
+void ops_free(void);
 int do_get_perms(struct req *r);
 int do_set_perms(struct req *r);
 int do_watch(struct req *r);
