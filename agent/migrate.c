@@ -41,6 +41,7 @@ struct mig_out {
 	struct agent *a;
 	struct xst_rpc *rpc;
 	uint64_t session;
+	uint32_t seq;   /* index of the next chunk */
 	char *dest_msg; /* the destination's error message */
 	bool transport; /* the last chunk got no answer (lost, timed out) */
 	bool prepared;  /* the destination has answered the first chunk */
@@ -60,6 +61,8 @@ static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 	if (!tmp)
 		return -ENOMEM;
 	md.session = o->session;
+	md.has_seq = true;
+	md.seq = o->seq++;
 	md.has_data = true;
 	md.data.data = (uint8_t *)buf;
 	md.data.len = len;
@@ -448,47 +451,90 @@ fail:
 
 /* ---------------------------------------------------------------- destination */
 
+/*
+ * One incoming session at a time.  Chunks of a session that ended here (aborted,
+ * cancelled, superseded, refused) may still arrive late: a TCP connection closed by
+ * its source delivers what it had buffered once a cut link is back.  Such a chunk, or
+ * an abort naming another session, never touches the current one; only a session's
+ * first chunk (seq 0, the HEADER) replaces a current session whose source went away.
+ */
+#define IN_ENDED 16
+
 static struct stream_rx *in_rx;
-static uint64_t in_session, in_cancelled;
+static uint64_t in_session;
+static uint64_t in_ended[IN_ENDED]; /* recently ended sessions, newest at in_ended_next-1 */
+static bool in_ended_cancel[IN_ENDED];
+static unsigned int in_ended_next;
 static void *in_ctx;
 
-static void in_end(void)
+static void in_end(bool cancelled)
 {
+	if (in_session) {
+		in_ended[in_ended_next % IN_ENDED] = in_session;
+		in_ended_cancel[in_ended_next % IN_ENDED] = cancelled;
+		in_ended_next++;
+	}
 	talloc_free(in_ctx);
 	in_ctx = NULL;
 	in_rx = NULL;
 	in_session = 0;
 }
 
+/* 0 when the session is not one that ended here, 1 ended, 2 cancelled by a user. */
+static int in_ended_how(uint64_t session)
+{
+	unsigned int i;
+
+	for (i = 0; i < IN_ENDED; i++)
+		if (session && in_ended[i] == session)
+			return in_ended_cancel[i] ? 2 : 1;
+	return 0;
+}
+
 int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *rep, void *ctx)
 {
 	struct adom *d;
+	bool abort = m->has_abort && m->abort;
+	bool first = m->has_seq && m->seq == 0;
 	int rv;
 
-	if (m->session && m->session == in_cancelled) {
-		rep->message = talloc_strdup(ctx, "migration cancelled");
-		return -ECANCELED;
-	}
-	if (in_rx && in_session != m->session && !(m->has_abort && m->abort)) {
-		/* A new sender: the old one went away without a word. */
-		stream_rx_abort(in_rx, "superseded by a new incoming migration");
-		in_end();
-	}
-	if (m->has_abort && m->abort) {
-		if (in_rx) {
-			/* session 0: `xst migrate` cancelled by its user (Ctrl-C) */
+	if (abort) {
+		/* session 0: `xst migrate` cancelled by its user (Ctrl-C, migrate-cancel) */
+		if (in_rx && (m->session == 0 || m->session == in_session)) {
 			stream_rx_abort(in_rx, m->session ? "the source aborted the migration"
 							  : "cancelled");
-			in_cancelled = in_session;
+			in_end(m->session == 0);
 		}
-		in_end();
 		return 0;
+	}
+	switch (in_ended_how(m->session)) {
+	case 2:
+		rep->message = talloc_strdup(ctx, "migration cancelled");
+		return -ECANCELED;
+	case 1:
+		rep->message = talloc_strdup(ctx, "a late chunk of a migration that ended here");
+		return -ESTALE;
+	}
+	if (in_rx && in_session != m->session) {
+		if (!first) {
+			rep->message = talloc_strdup(ctx, "a chunk of an unknown migration session "
+						     "(another one is in progress)");
+			return -ESTALE;
+		}
+		/* A new sender: the old one went away without a word. */
+		agent_log(a, "incoming migration superseded by a new one");
+		stream_rx_abort(in_rx, "superseded by a new incoming migration");
+		in_end(false);
+	}
+	if (!in_rx && !first) {
+		rep->message = talloc_strdup(ctx, "a chunk of an unknown migration session");
+		return -ESTALE;
 	}
 	if (!in_rx) {
 		in_ctx = talloc_new(a);
 		rv = in_ctx ? stream_rx_new(a, in_ctx, false, &in_rx) : -ENOMEM;
 		if (rv < 0) {
-			in_end();
+			in_end(false);
 			return rv;
 		}
 		in_session = m->session;
@@ -499,7 +545,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 	if (rv < 0) {
 		rep->message = talloc_strdup(ctx, stream_rx_error(in_rx));
 		agent_log(a, "incoming migration refused: %s", rep->message);
-		in_end();
+		in_end(false);
 		return rv;
 	}
 	if (stream_rx_done(in_rx)) {
@@ -507,7 +553,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 		agent_log(a, "domain %u (%s) migrated in and running", d->domid, d->name);
 		rep->body_case = XSTAGENT__REPLY__BODY_DOMID;
 		rep->domid = d->domid;
-		in_end();
+		in_end(false);
 	}
 	return 0;
 }

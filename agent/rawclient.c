@@ -4,6 +4,8 @@
  *
  *   agent-rawclient URL create NAME VCPUS MAXVCPUS MEMORY_MIB ACTION
  *   agent-rawclient URL garbage
+ *   agent-rawclient URL migdata SESSION SEQ    (a MigData chunk of 4 junk bytes)
+ *   agent-rawclient URL migabort SESSION
  *
  * Prints the reply as "error=<n> message=<text>" and exits 0 when a reply came.
  */
@@ -22,6 +24,7 @@ int main(int argc, char **argv)
 	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
 	Xstagent__Create cr = XSTAGENT__CREATE__INIT;
 	Xstagent__DomainConfig c = XSTAGENT__DOMAIN_CONFIG__INIT;
+	Xstagent__MigData md = XSTAGENT__MIG_DATA__INIT;
 	Xstagent__Reply *rep;
 	ProtobufCMessage *m;
 	struct xst_rpc *r;
@@ -56,6 +59,22 @@ int main(int argc, char **argv)
 		cr.config = &c;
 		req.body_case = XSTAGENT__REQUEST__BODY_CREATE;
 		req.create = &cr;
+		rv = xst_rpc_call_msg(r, &req.base, 30000, &xstagent__reply__descriptor, ctx, &m);
+	} else if ((strcmp(argv[2], "migdata") == 0 && argc == 5) ||
+		   (strcmp(argv[2], "migabort") == 0 && argc == 4)) {
+		md.session = strtoull(argv[3], NULL, 0);
+		if (argc == 5) {
+			md.has_seq = true;
+			md.seq = (uint32_t)strtoul(argv[4], NULL, 0);
+			md.has_data = true;
+			md.data.data = (uint8_t *)"junk";
+			md.data.len = 4;
+		} else {
+			md.has_abort = true;
+			md.abort = true;
+		}
+		req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
+		req.mig_data = &md;
 		rv = xst_rpc_call_msg(r, &req.base, 30000, &xstagent__reply__descriptor, ctx, &m);
 	} else {
 		return 2;

@@ -5,11 +5,12 @@ xst-agent (tests/integration/netns_util.py), agents talking nng over TCP on veth
 ping-pong, three hosts, refusal of a core mismatch, and the faults: destination agent
 dies, network cut, cancel, source agent dies after the handoff."""
 import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import build_path, wait_for
 from netns_util import Lab, netns_usable, ticks
 
 CFG = """name = "{name}"
@@ -211,6 +212,37 @@ def test_network_cut(lab2, tmp_path):
     migrate(a, b)
     assert running_copies(lab2.hosts) == [("host2", "r-----")]
     assert len(b.running_domain_processes()) == 1
+
+
+def raw(host, *argv):
+    """agent-rawclient from HOST's namespace."""
+    r = subprocess.run(host._wrap([str(build_path("agent", "agent-rawclient"))] +
+                                  [str(x) for x in argv]),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_stray_chunks_leave_the_incoming_migration_alone(lab2, tmp_path):
+    """Chunks and aborts of a session the destination does not run (a cut link
+    delivers what a dead sender had buffered) are refused or ignored; the migration in
+    progress completes."""
+    a, b = lab2.hosts
+    create(a, tmp_path, mem=128, wl=BUSY)
+    p = a.xst_bg("migrate", "--downtime", "0", "--max-rounds", "12", "vm1", b.addr)
+    wait_for(lambda: b.log_has("(vm1) created"), timeout=20, what="incoming domain")
+    assert raw(a, b.url, "migdata", "12345", "7") == \
+        "error=-116 message=a chunk of an unknown migration session " \
+        "(another one is in progress)\n"
+    assert raw(a, b.url, "migabort", "12345") == "error=0 message=\n"
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, (out, err)
+    assert out.startswith("migrated domain "), out
+    assert running_copies(lab2.hosts) == [("host2", "r-----")]
+    assert not b.log_has("superseded")
+    # with nothing incoming, a chunk that does not open a session is refused too
+    assert raw(a, b.url, "migdata", "12345", "3") == \
+        "error=-116 message=a chunk of an unknown migration session\n"
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "migrate-cancel"])
