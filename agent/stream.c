@@ -19,6 +19,7 @@
 #include "proto/json.h"
 #include "proto/rpc.h"
 #include "store/xs_client.h"
+#include "store/xs_proto.h"
 
 #define HDR_LEN 16u
 #define FNV_INIT 0xcbf29ce484222325ull
@@ -374,8 +375,72 @@ static int xs_walk(struct xs_walk *w, const char *base, const char *rel, unsigne
 	return 0;
 }
 
+/* The guest's watches from xstored (XS_CONTROL domain-watches, a reply's worth at a
+ * time) as a REC_XS_WATCHES payload on *buf.  No ring connection: no watches. */
+static int xs_watches(struct adom *d, uint8_t **buf, size_t *len)
+{
+	unsigned int count = 0, got;
+	uint8_t *b = talloc_zero_size(NULL, 8);
+	size_t bl = 8;
+	int rv = 0;
+
+	if (!b)
+		return -ENOMEM;
+	for (;;) {
+		char args[64], *rep;
+		size_t al, rl, off = 0;
+
+		al = (size_t)snprintf(args, sizeof(args), "domain-watches%c%u%c%u", 0, d->domid, 0,
+				      count) + 1;
+		rv = xs_client_request(d->a->xs, XS_CONTROL, 0, args, al, NULL, 0, b, &rep, &rl);
+		if (rv == -ENOENT) {
+			rv = 0;
+			break;
+		}
+		if (rv < 0)
+			break;
+		got = 0;
+		while (off < rl) {
+			size_t pl = strnlen(rep + off, rl - off), tl;
+			uint8_t *nb;
+
+			if (off + pl + 1 >= rl)
+				break;
+			tl = strnlen(rep + off + pl + 1, rl - off - pl - 1);
+			nb = talloc_realloc(NULL, b, uint8_t, bl + 8 + pl + tl);
+			if (!nb) {
+				talloc_free(b);
+				return -ENOMEM;
+			}
+			b = nb;
+			put32(b + bl, pl);
+			put32(b + bl + 4, tl);
+			memcpy(b + bl + 8, rep + off, pl);
+			memcpy(b + bl + 8 + pl, rep + off + pl + 1, tl);
+			bl += 8 + pl + tl;
+			off += pl + tl + 2;
+			got++;
+		}
+		talloc_free(rep);
+		if (got == 0)
+			break;
+		count += got;
+	}
+	if (rv < 0) {
+		talloc_free(b);
+		return rv;
+	}
+	put32(b, d->domid);
+	put32(b + 4, count);
+	*buf = b;
+	*len = bl;
+	return 0;
+}
+
 int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 {
+	uint8_t *wbuf;
+	size_t wlen;
 	struct xs_walk w = { .a = d->a };
 	char *base;
 	int rv;
@@ -390,6 +455,16 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	if (rv == 0)
 		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
 	talloc_free(w.buf);
+	if (rv < 0)
+		return rv;
+	rv = xs_watches(d, &wbuf, &wlen);
+	if (rv < 0) {
+		agent_log(d->a, "domain %u: reading its xenstore watches: %s (not carried)",
+			  d->domid, strerror(-rv));
+		return 0;
+	}
+	rv = tx_record(t, REC_XS_WATCHES, wbuf, wlen, NULL, 0, NULL, 0);
+	talloc_free(wbuf);
 	return rv;
 }
 
@@ -514,6 +589,8 @@ struct stream_rx {
 	struct adom *d;
 	uint8_t *xs;      /* XENSTORE payload */
 	size_t xs_len;
+	uint8_t *xw;      /* XS_WATCHES payload */
+	size_t xw_len;
 	char *error;
 };
 
@@ -913,6 +990,60 @@ static void rx_xenstore(struct stream_rx *r)
 	talloc_free(tmp);
 }
 
+/* Register the guest's watches again on its (reset) connection: paths under the source
+ * domain's home are moved to the new domid's; one already there (EEXIST) is fine. */
+static void rx_xs_watches(struct stream_rx *r)
+{
+	uint32_t old = get32(r->xw), n = get32(r->xw + 4), i, bad = 0;
+	size_t off = 8;
+	void *tmp = talloc_new(r);
+	char home[32];
+	size_t hl;
+
+	if (!tmp)
+		return;
+	hl = (size_t)snprintf(home, sizeof(home), "/local/domain/%u", old);
+	for (i = 0; i < n && off + 8 <= r->xw_len; i++) {
+		uint32_t pl = get32(r->xw + off), tl = get32(r->xw + off + 4);
+		const char *ps = (const char *)r->xw + off + 8;
+		char *path, *tok, dom[16];
+		const char *args[4];
+		char *rep;
+		int rv;
+
+		if (off + 8 + (size_t)pl + tl > r->xw_len)
+			break;
+		if (pl >= hl && memcmp(ps, home, hl) == 0 && (pl == hl || ps[hl] == '/'))
+			path = talloc_asprintf(tmp, "/local/domain/%u%.*s", r->d->domid,
+					       (int)(pl - hl), ps + hl);
+		else
+			path = talloc_strndup(tmp, ps, pl);
+		tok = talloc_strndup(tmp, ps + pl, tl);
+		off += 8 + (size_t)pl + tl;
+		if (!path || !tok) {
+			bad++;
+			continue;
+		}
+		snprintf(dom, sizeof(dom), "%u", r->d->domid);
+		args[0] = "domain-watch";
+		args[1] = dom;
+		args[2] = path;
+		args[3] = tok;
+		rv = xs_client_control(r->a->xs, args, 4, tmp, &rep);
+		if (rv < 0 && rv != -EEXIST) {
+			agent_log(r->a, "domain %u: re-registering its watch %s (token %s): %s",
+				  r->d->domid, path, tok, strerror(-rv));
+			bad++;
+		}
+	}
+	if (i < n)
+		agent_log(r->a, "domain %u: XS_WATCHES record cut short", r->d->domid);
+	else if (n)
+		agent_log(r->a, "domain %u: %u xenstore watches carried over%s", r->d->domid,
+			  n - bad, bad ? " (some failed)" : "");
+	talloc_free(tmp);
+}
+
 static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -933,6 +1064,8 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	if (rv < 0)
 		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
 			       strerror(-rv));
+	if (r->xw)
+		rx_xs_watches(r);
 	if (!r->paused) {
 		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
 		req.unpause = &e;
@@ -970,6 +1103,13 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 	case REC_STATE: return rx_state(r, p, len);
 	case REC_END: return rx_end(r, p, len);
 	case REC_ZERO: return rx_zero(r, p, len);
+	case REC_XS_WATCHES:
+		if (len < 8)
+			return rx_fail(r, -EINVAL, "XS_WATCHES record of %zu bytes", len);
+		talloc_free(r->xw);
+		r->xw = talloc_memdup(r, p, len);
+		r->xw_len = len;
+		return r->xw ? 0 : -ENOMEM;
 	case REC_XENSTORE:
 		talloc_free(r->xs);
 		r->xs = talloc_memdup(r, p, len ? len : 1);

@@ -43,7 +43,9 @@ enum stream_rec {
 	REC_STATE = 5,    /* packed xstdom.StateBlob (vm + vcpu state) */
 	REC_END = 6,      /* u64 FNV-1a of the stream before this record */
 	REC_ZERO = 7,     /* u32 count, u32 0, u64 gfn[count]: these pages are now zero */
-	REC_LAST = REC_ZERO,
+	REC_XS_WATCHES = 8, /* u32 source domid, u32 count, repeated {u32 path len, u32 token
+			       len, path, token}: the guest's xenstore watches, oldest first */
+	REC_LAST = REC_XS_WATCHES,
 };
 
 typedef int (*stream_sink_fn)(void *arg, const uint8_t *buf, size_t len);

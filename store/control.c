@@ -1,5 +1,7 @@
 /* XS_CONTROL (spec §9): check, log, logfile, memreport, print, quota, quota-soft,
- * help; live-update is lu.c's (docs/liveupdate.md). */
+ * help; live-update is lu.c's (docs/liveupdate.md).  xst's own: dump-state, and
+ * domain-watches / domain-watch, with which the agent carries a guest's watches to
+ * another xstored when the guest migrates or is restored (docs/xstored.md). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +22,7 @@ static const char help_text[] = "check\t\n"
 				"print\t<string>\n"
 				"quota\t[set <name> <val>|<domid>]\n"
 				"quota-soft\t[set <name> <val>]\n"
-				"help\t\n";
+				"help\t\n"; /* exactly Xen 4.17's: xst's own are not listed */
 
 static int ctl_check(struct req *r, const char **a, unsigned int n)
 {
@@ -172,6 +174,113 @@ static int ctl_help(struct req *r, const char **a, unsigned int n)
 	return reply_str(r, help_text);
 }
 
+static int parse_domid(const char *s, struct domain **out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > 0xffff)
+		return -EINVAL;
+	*out = domain_get((unsigned int)v);
+	if (!*out || !(*out)->introduced || !(*out)->conn)
+		return -ENOENT;
+	return 0;
+}
+
+struct watch_list {
+	char *buf;
+	size_t len;
+	unsigned int skip, listed;
+	bool full;
+};
+
+static int list_one(void *arg, const char *orig, const char *token)
+{
+	struct watch_list *l = arg;
+	size_t pl = strlen(orig) + 1, tl = strlen(token) + 1;
+
+	if (l->skip) {
+		l->skip--;
+		return 0;
+	}
+	if (l->full || l->len + pl + tl > XS_PAYLOAD_MAX) {
+		l->full = true;
+		return 0;
+	}
+	memcpy(l->buf + l->len, orig, pl);
+	memcpy(l->buf + l->len + pl, token, tl);
+	l->len += pl + tl;
+	l->listed++;
+	return 0;
+}
+
+/* domain-watches DOMID [START]: the domain connection's watches, oldest first, as
+ * "path\0token\0" pairs (paths as the guest registered them), from the START-th on, as
+ * many as fit one reply; an empty reply ends the list. */
+static int ctl_domain_watches(struct req *r, const char **a, unsigned int n)
+{
+	struct watch_list l = { 0 };
+	struct domain *d;
+	char *end;
+	int ret;
+
+	if (n != 1 && n != 2)
+		return -EINVAL;
+	ret = parse_domid(a[0], &d);
+	if (ret < 0)
+		return ret;
+	if (n == 2) {
+		errno = 0;
+		l.skip = (unsigned int)strtoul(a[1], &end, 10);
+		if (errno || end == a[1] || *end)
+			return -EINVAL;
+	}
+	l.buf = talloc_size(r->ctx, XS_PAYLOAD_MAX);
+	if (!l.buf)
+		return -ENOMEM;
+	ret = watch_visit(d->conn, list_one, &l);
+	if (ret < 0)
+		return ret;
+	if (l.full && l.listed == 0)
+		return -E2BIG;
+	return reply(r, l.buf, l.len);
+}
+
+/* domain-watch DOMID PATH TOKEN: registers a watch on the domain's connection exactly
+ * as if the guest had sent XS_WATCH (its quota, its relative paths, the initial event
+ * queued to it). */
+static int ctl_domain_watch(struct req *r, const char **a, unsigned int n)
+{
+	struct domain *d;
+	char *path, *ev;
+	size_t pl, tl;
+	int ret;
+
+	if (n != 3)
+		return -EINVAL;
+	ret = parse_domid(a[0], &d);
+	if (ret < 0)
+		return ret;
+	ret = path_canon(d->conn, a[1], true, r->ctx, &path);
+	if (ret < 0)
+		return ret;
+	ret = watch_add(d->conn, path, a[1], a[2]);
+	if (ret < 0)
+		return ret;
+	pl = strlen(a[1]) + 1;
+	tl = strlen(a[2]) + 1;
+	ev = talloc_size(r->ctx, pl + tl);
+	if (!ev)
+		return -ENOMEM;
+	memcpy(ev, a[1], pl);
+	memcpy(ev + pl, a[2], tl);
+	ret = conn_queue(d->conn, XS_WATCH_EVENT, 0, 0, ev, pl + tl, true);
+	if (ret < 0)
+		return ret;
+	return reply_ok(r);
+}
 
 static const struct {
 	const char *name;
@@ -187,6 +296,8 @@ static const struct {
     {"quota-soft", ctl_quota_soft},
     {"help", ctl_help},
     {"dump-state", lu_dump_control}, /* xst: write the live-update stream to a file */
+    {"domain-watches", ctl_domain_watches}, /* xst: a guest's watches (migration) */
+    {"domain-watch", ctl_domain_watch},     /* xst: register one for a guest */
 };
 
 int do_control(struct req *r)

@@ -172,6 +172,9 @@ static void on_reply(struct sim_vm *s, const struct xs_hdr *h, const char *paylo
 	char line[200];
 
 	xb->waiting = false;
+	/* After a migration or restore the toolstack carried the watch over already. */
+	if (err && xb->stage == XB_WATCH && h->len >= 6 && !memcmp(payload, "EEXIST", 6))
+		err = false;
 	if (err && xb->stage != XB_READ_SHUTDOWN && xb->stage != XB_ACK_SHUTDOWN) {
 		backoff(xb);
 		return;

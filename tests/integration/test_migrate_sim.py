@@ -12,6 +12,7 @@ import pytest
 
 from conftest import build_path, wait_for
 from netns_util import Lab, netns_usable, ticks
+from xstored_util import SockConn
 
 CFG = """name = "{name}"
 core = "sim"
@@ -62,6 +63,13 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     a, b = lab2.hosts
     d = create(a, tmp_path, mem=128)
     a.xs("xenstore-write", "/local/domain/%d/data/app" % d, "state-7")
+    # one more watch of the guest's, absolute under its home
+    xa = SockConn(a.socket)
+    wait_for(lambda: xa.call("CONTROL", "domain-watches", str(d)) ==
+             b"control/shutdown\0shutdown\0", what="the guest's own watch")
+    assert xa.call("CONTROL", "domain-watch", str(d), "/local/domain/%d/data" % d,
+                   "abs") == b"OK\0"
+    xa.close()
     before = ticks(a.console_log(d))[-1]
     out = migrate(a, b)
     assert "zero pages skipped" in out
@@ -72,6 +80,13 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     assert a.domains() == {} and a.running_domain_processes() == []
     d2, st = b.domains()["vm1"]
     assert st == "r-----"
+    # its watches moved with it, home paths to the new domid (the sim guest's own
+    # WATCH after the ring reset finds it there: EEXIST, taken as done)
+    assert b.log_has("domain %d: 2 xenstore watches carried over" % d2)
+    xb = SockConn(b.socket)
+    assert xb.call("CONTROL", "domain-watches", str(d2)) == \
+        b"control/shutdown\0shutdown\0/local/domain/%d/data\0abs\0" % d2
+    xb.close()
     wait_for(lambda: len(ticks(b.console_log(d2))) >= 3, what="ticks on the destination")
     log = b.console_log(d2)
     t = ticks(log)

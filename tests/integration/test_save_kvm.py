@@ -88,10 +88,12 @@ def test_kvm_save_restore_continues(host, tmp_path):
     # continued, not rebooted (a line cut by the pause finishes on the new console
     # without its "COUNTER" prefix, hence n + 2)
     assert n < seen[0] <= n + 2, (n, seen[:3])
-    # (no xenstore shutdown here: the test guest does not re-register its watch after
-    # the ring reset of a restore; the watch itself is not carried over, see
-    # docs/migration.md)
-    host.xst("destroy", "vk")
+    # The test guest never registers its watch again: the one carried in the save file
+    # brings `xst shutdown` to it through its new ring.
+    assert host.log_has("domain %d: 1 xenstore watches carried over" % d2)
+    r = host.xst("shutdown", "-w", "vk", timeout=60)
+    assert "Domain %d has been shut down, reason code 0" % d2 in r.stderr, r.stderr
+    assert host.domains() == {}
 
 
 def test_kvm_20_save_restore_cycles(host, tmp_path):
@@ -144,8 +146,12 @@ def test_kvm_live_migration_ping_pong(tmp_path):
             seen = wait_counter_after(dst, d2, n)
             assert seen[0] > n, (i, n, seen[:3])
             assert src.domains() == {}
+            assert dst.log_has("domain %d: 1 xenstore watches carried over" % d2)
             src, dst = dst, src
-        src.xst("destroy", "vk")
+        # its xenstore watch moved with it six times: shutdown reaches it
+        r = src.xst("shutdown", "-w", "vk", timeout=60)
+        assert "has been shut down, reason code 0" in r.stderr, r.stderr
+        assert src.domains() == {}
 
 
 def test_kvm_to_sim_refused(tmp_path):

@@ -256,3 +256,51 @@ def test_unread_watch_events_time_out(timeout_daemon):
     assert 0 < got < 12  # what fitted the ring arrived, the queued rest timed out
     ring.close()
     priv.close()
+
+
+def test_domain_watches_listed_and_registered_for_a_guest(guest):
+    """xst's XS_CONTROL domain-watches / domain-watch: the agent reads a guest's watches
+    on one xstored and registers them for it on another (migration, restore)."""
+    priv, ring = guest
+    assert priv.call("CONTROL", "domain-watches", "5") == b""
+    ring.call("WATCH", "control/shutdown", "ctl")
+    ring.call("WATCH", "/local/domain/5/w", "abs")
+    ring.call("WATCH", "@releaseDomain", "rel")
+    for _ in range(3):
+        ring.next_event()
+    assert priv.call("CONTROL", "domain-watches", "5") == \
+        b"control/shutdown\0ctl\0/local/domain/5/w\0abs\0@releaseDomain\0rel\0"
+    assert priv.call("CONTROL", "domain-watches", "5", "2") == b"@releaseDomain\0rel\0"
+    assert priv.call("CONTROL", "domain-watches", "5", "3") == b""
+    # registering: as if the guest had sent WATCH, initial event included
+    ring.call("RESET_WATCHES")
+    assert priv.call("CONTROL", "domain-watch", "5", "data", "d") == b"OK\0"
+    assert ring.next_event() == (b"data", b"d")
+    priv.write("/local/domain/5/data/x", "1")
+    assert ring.next_event() == (b"data/x", b"d")   # relative, as registered
+    assert priv.err("CONTROL", "domain-watch", "5", "data", "d") == "EEXIST"
+    assert priv.call("CONTROL", "domain-watches", "5") == b"data\0d\0"
+    # bad requests
+    assert priv.err("CONTROL", "domain-watches", "6") == "ENOENT"     # no such domain
+    assert priv.err("CONTROL", "domain-watches", "5x") == "EINVAL"
+    assert priv.err("CONTROL", "domain-watches", "5", "-") == "EINVAL"
+    assert priv.err("CONTROL", "domain-watch", "5", "a//b", "t") == "EINVAL"
+    assert priv.err("CONTROL", "domain-watch", "5", "x") == "EINVAL"
+    assert ring.err("CONTROL", "domain-watches", "5") == "EACCES"   # privileged only
+    ring.no_event()
+
+
+def test_domain_watch_respects_the_guest_quota(tmp_path):
+    d = Xstored(tmp_path, args=["-W", "2"]).start()
+    try:
+        priv = SockConn(d.socket)
+        ring = RingConn()
+        assert ring.introduce(priv, 5).body == b"OK\0"
+        setup_domain(priv)
+        for i in range(3):
+            assert priv.call("CONTROL", "domain-watch", "5", "w%d" % i, "t") == b"OK\0"
+        assert priv.err("CONTROL", "domain-watch", "5", "w9", "t") == "E2BIG"
+        ring.close()
+        priv.close()
+    finally:
+        d.stop()
