@@ -24,17 +24,27 @@ def parse_kv(text):
     return out
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
+def proc_start(pid):
+    """The process's start time (clock ticks since boot), None if it is gone: with the
+    pid, it names one process even after the pid was reused."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+            return int(f.read().split(")")[-1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid, start=None):
+    """Is process pid (started at `start`, when given) alive?  A zombie is dead for our
+    purposes, and so is another process that got the pid later."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().split(")")[-1].split()
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    if fields[0] == "Z":
+        return False
+    return start is None or int(fields[19]) == start
 
 
 class Domain:
@@ -46,6 +56,7 @@ class Domain:
         self.domid = domid
         self.cfg = cfg
         self.pid = None
+        self.start = None
         self.gfn = None
 
     def ctl(self, *args, check=True, timeout=80):
@@ -68,6 +79,7 @@ class Domain:
         kv = parse_kv(r.stdout)
         if "pid" in kv:
             self.pid = int(kv["pid"])
+            self.start = proc_start(self.pid)
         if check and r.returncode != 0:
             raise AssertionError("spawn failed (%d): %s%s" % (r.returncode, r.stdout, r.stderr))
         if "gfn" in kv:
@@ -101,10 +113,13 @@ class Domain:
     def console_log(self):
         return self.ctl("console-log").stdout
 
+    def alive(self):
+        return bool(self.pid) and pid_alive(self.pid, self.start)
+
     def destroy(self):
-        if self.pid and pid_alive(self.pid):
+        if self.alive():
             self.ctl("destroy")
-            wait_for(lambda: not pid_alive(self.pid), timeout=10, what="domain process exit")
+            wait_for(lambda: not self.alive(), timeout=10, what="domain process exit")
 
     def log(self):
         try:
@@ -120,7 +135,7 @@ class Domain:
             assert bad not in log, log
 
     def kill(self):
-        if self.pid and pid_alive(self.pid):
+        if self.alive():
             os.kill(self.pid, signal.SIGKILL)
 
 

@@ -223,7 +223,7 @@ def test_bad_config_is_refused_and_process_keeps_serving(xstored, domains):
 def test_sigterm_destroys_and_cleans_up(xstored, domains):
     d = domains(17, name="term").spawn()
     os.kill(d.pid, signal.SIGTERM)
-    wait_for(lambda: not pid_alive(d.pid), timeout=10, what="exit on SIGTERM")
+    wait_for(lambda: not d.alive(), timeout=10, what="exit on SIGTERM")
     for f in ("ipc", "console", "state", "events"):
         assert not os.path.exists(os.path.join(d.rundir, "dom-17.%s" % f))
 

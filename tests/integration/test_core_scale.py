@@ -7,7 +7,7 @@ import re
 import time
 
 from conftest import wait_for
-from core_util import Domain, cpu_ticks, pid_alive
+from core_util import Domain, cpu_ticks
 
 # Sanitizer builds carry ~6 MiB of shadow and quarantine per process: the count and the
 # memory bound are scaled down there (the behaviour under test is the same).
@@ -75,7 +75,7 @@ def test_thousand_sim_domains(xstored, tmp_path):
     finally:
         list(pool.map(lambda d: (d.destroy(), d.kill()), doms))
         pool.shutdown()
-    wait_for(lambda: not any(pid_alive(d.pid) for d in doms if d.pid), timeout=30,
+    wait_for(lambda: not any(d.alive() for d in doms), timeout=30,
              what="all domain processes gone")
     left = [f for f in os.listdir(tmp_path) if not f.endswith(".log")
             and f not in ("socket", "trace")]
