@@ -140,6 +140,30 @@ static void remove_files(struct agent *a, uint32_t domid)
 	}
 }
 
+/* The last line the domain process logged before it died (its reason), without the
+ * "xst-domain[pid]: " prefix; NULL if there is none. */
+static char *dom_log_last_line(void *ctx, struct agent *a, uint32_t domid)
+{
+	char path[4096], buf[512], *line = NULL, *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/dom-%u.log", a->rundir, domid);
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = '\0';
+		if (!buf[0])
+			continue;
+		p = strstr(buf, "]: ");
+		p = p && !strncmp(buf, "xst-domain[", 11) ? p + 3 : buf;
+		talloc_free(line);
+		line = talloc_strdup(ctx, p);
+	}
+	fclose(f);
+	return line;
+}
+
 int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, Xstdom__Reply **rep,
 	      char **msg)
 {
@@ -543,10 +567,12 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	if (rv == 0 && strcmp(buf, "ready") != 0)
 		rv = -EPROTO;
 	if (rv < 0) {
+		char *why = dom_log_last_line(ctx, a, domid);
+
 		emsg = talloc_asprintf(ctx,
-				       "domain process for domain %u did not start (%s); see "
+				       "domain process for domain %u did not start: %s; see "
 				       "%s/dom-%u.log",
-				       domid, strerror(-rv), a->rundir, domid);
+				       domid, why ? why : strerror(-rv), a->rundir, domid);
 		goto fail;
 	}
 	rv = dom_connect(d);

@@ -31,7 +31,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: xst-agent [--rundir DIR] [--xenstored SOCKET] [--listen URL]...\n"
 		   "                 [--core auto|sim|kvm] [--log FILE] [--dump-dir DIR]\n"
-		   "                 [-N|--no-fork]\n");
+		   "                 [--cpuid-mask FEATURE,...] [-N|--no-fork]\n");
 }
 
 /* <dir of this executable>/../core/xst-domain, unless $XST_DOMAIN names one. */
@@ -166,6 +166,7 @@ int main(int argc, char **argv)
 	    {"listen", required_argument, NULL, 'l'}, {"core", required_argument, NULL, 'c'},
 	    {"log", required_argument, NULL, 'L'},    {"no-fork", no_argument, NULL, 'N'},
 	    {"dump-dir", required_argument, NULL, 'D'},
+	    {"cpuid-mask", required_argument, NULL, 'M'},
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	struct agent *a;
@@ -212,6 +213,14 @@ int main(int argc, char **argv)
 			break;
 		case 'D':
 			a->dump_dir = optarg;
+			break;
+		case 'M':
+			/* hidden from every kvm guest of this host (levelling); the kvm core
+			 * in each domain process reads it (plugins/kvm/cpuid.c) */
+			if (setenv("XST_KVM_CPUID_MASK", optarg, 1) < 0) {
+				fprintf(stderr, "xst-agent: --cpuid-mask: %s\n", strerror(errno));
+				return 1;
+			}
 			break;
 		case 'N':
 			a->no_fork = true;

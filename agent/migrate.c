@@ -288,6 +288,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	if (rv == 0)
 		rv = stream_tx_config(t, d);
 	if (rv == 0)
+		rv = stream_tx_cpu(t, d, &msg, ctx);
+	if (rv == 0)
 		rv = stream_tx_flush(t);
 	if (rv < 0)
 		goto fail;

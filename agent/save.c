@@ -108,6 +108,8 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	if (rv == 0)
 		rv = stream_tx_config(t, d);
 	if (rv == 0)
+		rv = stream_tx_cpu(t, d, &msg, ctx);
+	if (rv == 0)
 		rv = stream_tx_pages(t, d, npages, NULL, 0, false, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_xenstore(t, d);

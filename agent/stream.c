@@ -468,6 +468,34 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	return rv;
 }
 
+int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	void *tmp = talloc_new(ctx);
+	char *m = NULL;
+	int rv;
+
+	if (!tmp)
+		return -ENOMEM;
+	req.body_case = XSTDOM__REQUEST__BODY_CPU_FEATURES;
+	req.cpu_features = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &m);
+	if (rv == -EOPNOTSUPP) {
+		rv = 0; /* the core has nothing to compare (sim) */
+	} else if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_CPU_FEATURES) {
+		rv = -EPROTO;
+	} else if (rv == 0) {
+		rv = tx_record(t, REC_CPU, rep->cpu_features.data, rep->cpu_features.len, NULL, 0,
+			       NULL, 0);
+	} else if (msg && m) {
+		*msg = talloc_steal(ctx, m);
+	}
+	talloc_free(tmp);
+	return rv;
+}
+
 int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -935,6 +963,36 @@ static int rx_zero(struct stream_rx *r, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* Can the guest run on this host's CPUs?  Before any page moves. */
+static int rx_cpu(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Reply *rep;
+	void *tmp;
+	char *msg = NULL;
+	int rv;
+
+	if (!r->d)
+		return rx_fail(r, -EINVAL, "CPU record before the config record");
+	tmp = talloc_new(r);
+	if (!tmp)
+		return -ENOMEM;
+	req.body_case = XSTDOM__REQUEST__BODY_CPU_CHECK;
+	req.cpu_check.data = (uint8_t *)p;
+	req.cpu_check.len = len;
+	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	if (rv < 0) {
+		char pre[32];
+		size_t pl = (size_t)snprintf(pre, sizeof(pre), "domain %u: ", r->d->domid);
+
+		if (msg && strncmp(msg, pre, pl) == 0)
+			msg += pl; /* the domain is the incoming one: no need to name it */
+		rx_fail(r, rv, "CPU mismatch: %s", msg ? msg : strerror(-rv));
+	}
+	talloc_free(tmp);
+	return rv;
+}
+
 static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -1103,6 +1161,7 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 	case REC_STATE: return rx_state(r, p, len);
 	case REC_END: return rx_end(r, p, len);
 	case REC_ZERO: return rx_zero(r, p, len);
+	case REC_CPU: return rx_cpu(r, p, len);
 	case REC_XS_WATCHES:
 		if (len < 8)
 			return rx_fail(r, -EINVAL, "XS_WATCHES record of %zu bytes", len);

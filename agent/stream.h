@@ -45,7 +45,9 @@ enum stream_rec {
 	REC_ZERO = 7,     /* u32 count, u32 0, u64 gfn[count]: these pages are now zero */
 	REC_XS_WATCHES = 8, /* u32 source domid, u32 count, repeated {u32 path len, u32 token
 			       len, path, token}: the guest's xenstore watches, oldest first */
-	REC_LAST = REC_XS_WATCHES,
+	REC_CPU = 9,        /* the core's CPU feature blob of the source domain
+			       (vm_cpu_features; kvm: CPUID words), right after CONFIG */
+	REC_LAST = REC_CPU,
 };
 
 typedef int (*stream_sink_fn)(void *arg, const uint8_t *buf, size_t len);
@@ -65,6 +67,8 @@ int stream_tx_new(void *ctx, stream_sink_fn sink, void *arg, struct stream_tx **
 int stream_tx_flush(struct stream_tx *t);
 int stream_tx_header(struct stream_tx *t, const char *core, uint64_t npages, uint64_t flags);
 int stream_tx_config(struct stream_tx *t, struct adom *d);
+/* REC_CPU when the domain's core describes its CPU features (kvm), else nothing. */
+int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx);
 /* Pages of d: all of 0..npages-1 when bitmap is NULL, else those whose bit is set
  * (little-endian u64 words, bit n = gfn n).  Zero pages are counted, not sent; with
  * `resend` (a later pre-copy round: the receiver may hold an older, non-zero copy) they

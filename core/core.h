@@ -39,6 +39,9 @@ uint64_t xst_vm_npages(struct xst_vm *vm);
 int xst_vm_state_save(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
 int xst_vm_state_load(struct xst_vm *vm, const uint8_t *blob, size_t len);
 int xst_vm_soft_reset(struct xst_vm *vm);
+int xst_vm_cpu_features(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
+int xst_vm_cpu_check(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
+		     size_t whylen);
 int xst_vm_console_attach(struct xst_vm *vm, xst_console_fn fn, void *opaque);
 int xst_vm_console_write(struct xst_vm *vm, const char *buf, size_t len);
 int xst_vm_xs_ring(struct xst_vm *vm, struct xst_xs_ring *ring);

@@ -866,6 +866,33 @@ static int h_state_load(struct call *c)
 	return 0;
 }
 
+static int h_cpu_features(struct call *c)
+{
+	uint8_t *blob;
+	size_t len;
+	int ret;
+
+	ret = xst_vm_cpu_features(c->d->vm, c->ctx, &blob, &len);
+	if (ret < 0)
+		return fail(c, ret, "cpu features: %s", strerror(-ret));
+	c->rep->body_case = XSTDOM__REPLY__BODY_CPU_FEATURES;
+	c->rep->cpu_features.data = blob;
+	c->rep->cpu_features.len = len;
+	return 0;
+}
+
+static int h_cpu_check(struct call *c)
+{
+	char why[256] = "";
+	int ret;
+
+	ret = xst_vm_cpu_check(c->d->vm, c->req->cpu_check.data, c->req->cpu_check.len, why,
+			       sizeof(why));
+	if (ret < 0)
+		return fail(c, ret, "%s", why[0] ? why : strerror(-ret));
+	return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 enum { NEEDS_VM = 1 };
@@ -898,6 +925,8 @@ static const struct {
 	[XSTDOM__REQUEST__BODY_STATE_SAVE] = {"state_save", h_state_save, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_STATE_LOAD] = {"state_load", h_state_load, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_SET_TOOLSTACK] = {"set_toolstack", h_set_toolstack, NEEDS_VM},
+	[XSTDOM__REQUEST__BODY_CPU_FEATURES] = {"cpu_features", h_cpu_features, NEEDS_VM},
+	[XSTDOM__REQUEST__BODY_CPU_CHECK] = {"cpu_check", h_cpu_check, NEEDS_VM},
 };
 
 static void dispatch(struct call *c)

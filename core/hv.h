@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define XST_HV_ABI_VERSION 1
+#define XST_HV_ABI_VERSION 2
 #define XST_PAGE_SIZE 4096u
 #define XST_PAGE_SHIFT 12
 
@@ -190,6 +190,16 @@ struct xst_hv_ops {
 	 * blob; the vcpu is not running. */
 	int (*vcpu_state_save)(struct xst_vcpu *vcpu, void *ctx, uint8_t **blob, size_t *len);
 	int (*vcpu_state_load)(struct xst_vcpu *vcpu, const uint8_t *blob, size_t len);
+
+	/* The CPU features this domain's guest sees, as an opaque blob on `ctx` (kvm: its
+	 * CPUID feature words).  Optional: a core without it has nothing to compare. */
+	int (*vm_cpu_features)(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
+	/* Can a guest that saw the features in `blob` (vm_cpu_features of a domain on
+	 * another host: migration, restore) run in this vm?  0; -EOPNOTSUPP naming the
+	 * first feature this host does not offer in why[whylen]; -EINVAL for a blob it
+	 * cannot read.  Before any vcpu of this vm ran. */
+	int (*vm_cpu_check)(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
+			    size_t whylen);
 };
 
 /* Objects as the core allocates them.  Plugins use the accessors below. */

@@ -170,6 +170,17 @@ int xst_vm_soft_reset(struct xst_vm *vm)
 	return VM_OP(vm, vm_soft_reset);
 }
 
+int xst_vm_cpu_features(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len)
+{
+	return VM_OP(vm, vm_cpu_features, ctx, blob, len);
+}
+
+int xst_vm_cpu_check(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
+		     size_t whylen)
+{
+	return VM_OP(vm, vm_cpu_check, blob, len, why, whylen);
+}
+
 int xst_vm_console_attach(struct xst_vm *vm, xst_console_fn fn, void *opaque)
 {
 	return VM_OP(vm, vm_console_attach, fn, opaque);

@@ -78,6 +78,9 @@ static int kvm_probe(char *why, size_t len)
 		goto out;
 	}
 	close(vm);
+	rc = kvm_cpuid_mask_check(why, len);
+	if (rc < 0)
+		goto out;
 	if (why && len)
 		snprintf(why, len, "kvm usable%s", host_is_pvm() ? " (PVM backend)" : "");
 out:
@@ -243,6 +246,8 @@ static void kvm_vm_destroy(struct xst_vm *vm)
 	struct kvm_vm *k = vm->priv;
 	if (k->vm_fd >= 0)
 		kvm_uart_fini(&k->uart);
+	free(k->cpuid);
+	k->cpuid = NULL;
 	vm_release(k);
 }
 
@@ -373,9 +378,15 @@ static int kvm_vcpu_create(struct xst_vcpu *vcpu, unsigned int id)
 		rc = -errno;
 		goto fail;
 	}
-	rc = kvm_cpuid_set(h, c->fd, id);
+	if (id >= KVM_VCPUS_MAX) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	rc = kvm_cpuid_set(h, k->cpuid ? k->cpuid : h->cpuid, c->fd, id);
 	if (rc < 0)
 		goto fail;
+	k->vcpu_fd[id] = c->fd;
+	k->vcpu_live[id] = true;
 	if (id == 0) {
 		rc = kvm_boot_vcpu(vcpu->vm, c->fd);
 		if (rc < 0)
@@ -398,8 +409,11 @@ static void kvm_vcpu_destroy(struct xst_vcpu *vcpu)
 {
 	struct kvm_hv *h = kvm_hv_of(vcpu->vm);
 	struct kvm_vcpu *c = vcpu->priv;
+	struct kvm_vm *k = vcpu->vm->priv;
 	if (c->fd < 0)
 		return;
+	if (vcpu->id < KVM_VCPUS_MAX)
+		k->vcpu_live[vcpu->id] = false;
 	pthread_mutex_destroy(&c->kick_lock);
 	munmap(c->run, (size_t)h->run_size);
 	close(c->fd);
@@ -662,6 +676,8 @@ static const struct xst_hv_ops kvm_ops = {
 	.vcpu_info = kvm_vcpu_info,
 	.vcpu_state_save = kvm_vcpu_state_save,
 	.vcpu_state_load = kvm_vcpu_state_load,
+	.vm_cpu_features = kvm_cpu_features,
+	.vm_cpu_check = kvm_cpu_check,
 };
 
 const struct xst_hv_ops *xst_hv_plugin_ops(void);

@@ -63,6 +63,8 @@ struct kvm_hv {
 
 enum kvm_boot_kind { KVM_BOOT_PVH = 1 };
 
+#define KVM_VCPUS_MAX 128 /* the agent's limit */
+
 struct kvm_vm {
 	int vm_fd;
 	int mem_fd;
@@ -75,6 +77,11 @@ struct kvm_vm {
 	uint64_t entry;         /* PVH: 32-bit entry point */
 	atomic_int shutdown;    /* -1 none, else enum xst_shutdown_reason */
 	struct kvm_uart uart;
+	/* This guest's CPUID model when it differs from the host's (levelled to what the
+	 * guest saw at its source: kvm_cpu_check); malloc'd, NULL = h->cpuid. */
+	struct kvm_cpuid2 *cpuid;
+	int vcpu_fd[KVM_VCPUS_MAX]; /* to set that model again; valid below nvcpu_fd */
+	bool vcpu_live[KVM_VCPUS_MAX];
 };
 
 struct kvm_vcpu {
@@ -93,7 +100,12 @@ static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
 
 /* cpuid.c */
 int kvm_cpuid_init(struct kvm_hv *h);
-int kvm_cpuid_set(struct kvm_hv *h, int vcpu_fd, unsigned int apic_id);
+int kvm_cpuid_set(struct kvm_hv *h, const struct kvm_cpuid2 *model, int vcpu_fd,
+		  unsigned int apic_id);
+int kvm_cpuid_mask_check(char *why, size_t whylen);
+int kvm_cpu_features(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
+int kvm_cpu_check(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
+		  size_t whylen);
 
 /* boot.c: load cfg->kernel (and ramdisk/cmdline) into guest memory. */
 int kvm_boot_load(struct xst_vm *vm, const struct xst_vm_config *cfg);

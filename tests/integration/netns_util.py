@@ -47,7 +47,7 @@ def netns_usable():
 class Host:
     """xstored + xst-agent, in netns `ns` (None: this namespace, agent ipc only)."""
 
-    def __init__(self, root, name, ns=None, addr=None, core="sim"):
+    def __init__(self, root, name, ns=None, addr=None, core="sim", agent_args=()):
         self.name = name
         self.ns = ns
         self.addr = addr
@@ -57,6 +57,7 @@ class Host:
         self.socket = str(self.dir / "xenstored.sock")
         self.log = str(self.dir / "agent.log")
         self.core = core
+        self.agent_args = list(agent_args)
         self.xs_proc = None
         self.agent_proc = None
 
@@ -89,6 +90,7 @@ class Host:
                 self.socket, "--log", self.log, "-N", "--core", self.core]
         if self.addr:
             argv += ["--listen", self.url]
+        argv += self.agent_args
         ipc = os.path.join(self.rundir, "agent.ipc")
         if os.path.exists(ipc):       # left by a killed agent
             os.unlink(ipc)
@@ -183,7 +185,7 @@ class Lab:
     """n hosts; with netns=True each in its own namespace, joined by veth pairs to a
     bridge namespace (10.77.0.1..n/24)."""
 
-    def __init__(self, root, n, netns=True, core="sim", cores=None):
+    def __init__(self, root, n, netns=True, core="sim", cores=None, agent_args=None):
         self.root = pathlib.Path(root)
         self.prefix = "xstmig%d" % os.getpid()
         self.namespaces = []
@@ -208,7 +210,9 @@ class Lab:
                     self._ip(ns, "addr", "add", addr + "/24", "dev", "eth0")
                     self._ip(ns, "link", "set", "eth0", "up")
                 c = cores[i] if cores else core
-                self.hosts.append(Host(self.root, "host%d" % (i + 1), ns, addr, c).start())
+                aa = agent_args[i] if agent_args else ()
+                self.hosts.append(Host(self.root, "host%d" % (i + 1), ns, addr, c,
+                                       aa).start())
         except BaseException:
             self.close()
             raise

@@ -168,3 +168,61 @@ def test_kvm_to_sim_refused(tmp_path):
             in r.stderr, r.stderr
         assert b.domains() == {}
         assert a.domains()["vk"] == (d, "r-----")
+
+
+def test_kvm_cpu_mismatch_refused_before_anything_moves(tmp_path):
+    """The destination hides a CPU feature the source offers (xst-agent --cpuid-mask,
+    levelling): the guest may use it, so the migration is refused at the prepare step, and
+    so is a restore of its save file there.  A guest started under the mask keeps its
+    features when it moves to a wider host, so it may move on to a host with the mask,
+    not to a narrower one.  (clflush and mmx: in KVM's supported CPUID everywhere, PVM
+    included; the test guest uses neither.)"""
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+    with Lab(tmp_path, 3, core="kvm",
+             agent_args=[[], ["--cpuid-mask", "clflush"], ["--cpuid-mask", "clflush,mmx"]]) as lab:
+        a, b, c = lab.hosts
+        d = create(a, tmp_path)
+        r = a.xst("migrate", "vk", b.addr, check=False)
+        assert r.returncode == 1
+        assert r.stderr == (
+            "xst: migrate: migration of domain %d (vk) failed while preparing the "
+            "destination: destination: CPU mismatch: the guest may use clflush (CPUID "
+            "0x1.0 edx bit 19), which this host does not offer; the domain keeps running "
+            "here\n" % d), r.stderr
+        assert b.domains() == {} and b.running_domain_processes() == []
+        assert a.domains()["vk"] == (d, "r-----")
+        # a save file carries the same check: restoring it on b is refused too
+        f = tmp_path / "vk.save"
+        a.xst("save", "-c", "vk", str(f))
+        r = b.xst("restore", str(f), check=False)
+        assert r.returncode == 1 and "CPU mismatch: the guest may use clflush" in r.stderr, \
+            r.stderr
+        assert b.domains() == {} and b.running_domain_processes() == []
+        a.xst("destroy", "vk")
+        # a guest started under the mask moves to a host with the same or a wider set
+        d = create(b, tmp_path)
+        r = b.xst("migrate", "vk", a.addr)
+        assert r.stdout.startswith("migrated domain "), r.stdout
+        n = last_counter(a, a.domid("vk"))
+        r = a.xst("migrate", "vk", c.addr, check=False)   # c hides mmx too
+        assert r.returncode == 1 and "the guest may use mmx" in r.stderr, r.stderr
+        wait_counter_after(a, a.domid("vk"), n)
+        a.xst("destroy", "vk")
+
+
+def test_kvm_cpuid_mask_unknown_feature(tmp_path):
+    h = Host(tmp_path, "host", core="kvm", agent_args=["--cpuid-mask", "mmx,nosuch"]).start()
+    try:
+        cfg = tmp_path / "vk.cfg"
+        cfg.write_text(CFG.format(name="vk", mem=64, kernel=GUEST))
+        r = h.xst("create", str(cfg), check=False)
+        assert r.returncode == 1
+        assert r.stderr.startswith(
+            'xst: create: domain process for domain 1 did not start: core kvm: kvm: '
+            'XST_KVM_CPUID_MASK: unknown CPU feature "nosuch"; see '), r.stderr
+        assert h.domains() == {} and h.running_domain_processes() == []
+    finally:
+        h.stop()
