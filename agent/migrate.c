@@ -242,6 +242,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	Xstdom__Dirty *dy = NULL;
 	uint64_t npages, count = 0, prev = UINT64_MAX;
 	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0;
+	double tp[6] = { 0 }; /* stop-and-copy: start, paused, pages, xenstore, state, end */
 	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
 	unsigned int round = 0;
 	char *msg = NULL, *url, *what = "";
@@ -355,7 +356,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	}
 	/* Stop and copy: the dirty bitmap fetched last is still to be sent. */
 	what = "stop-and-copy";
-	tdown = now_s();
+	tdown = tp[5] = now_s();
 	if (!paused) {
 		rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
 		if (rv < 0)
@@ -381,15 +382,20 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (dy && round <= max_rounds)
 			for (i = 0; i < len && i < dy->bitmap.len; i++)
 				map[i] |= dy->bitmap.data[i];
+		tp[0] = now_s();
 		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
 	}
+	tp[1] = now_s();
 	if (rv == 0)
 		rv = stream_tx_xenstore(t, d);
+	tp[2] = now_s();
 	if (rv == 0)
 		rv = stream_tx_state(t, d, &msg, ctx);
+	tp[3] = now_s();
 	what = "handing over";
 	if (rv == 0)
 		rv = stream_tx_end(t); /* answered once the destination runs it */
+	tp[4] = now_s();
 	if (rv < 0)
 		goto fail;
 	committed = true;
@@ -401,8 +407,11 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	if (rv < 0)
 		agent_log(a, "domain %u: destroying the migrated source: %s", domid,
 			  msg ? msg : strerror(-rv));
-	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms, %" PRIu64 " bytes",
-		  domid, name, url, now_s() - t0, tdown * 1000, t->bytes);
+	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause %.1f, last "
+		  "pages %.1f, xenstore %.1f, state %.1f, sending and the destination's resume "
+		  "%.1f), %" PRIu64 " bytes", domid, name, url, now_s() - t0, tdown * 1000,
+		  (tp[0] - tp[5]) * 1000, (tp[1] - tp[0]) * 1000, (tp[2] - tp[1]) * 1000,
+		  (tp[3] - tp[2]) * 1000, (tp[4] - tp[3]) * 1000, t->bytes);
 	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 	rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, downtime "
 				    "%.1f ms, %" PRIu64 " bytes sent, %u rounds, %" PRIu64

@@ -39,6 +39,7 @@ uint64_t xst_vm_npages(struct xst_vm *vm);
 int xst_vm_state_save(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
 int xst_vm_state_load(struct xst_vm *vm, const uint8_t *blob, size_t len);
 int xst_vm_soft_reset(struct xst_vm *vm);
+int xst_vm_mem_fd(struct xst_vm *vm, int *fd);
 int xst_vm_cpu_features(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len);
 int xst_vm_cpu_check(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
 		     size_t whylen);

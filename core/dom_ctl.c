@@ -749,6 +749,27 @@ static bool page_zero(const uint8_t *p)
 	return true;
 }
 
+/* skip_zero: the first page at or after gfn that the guest may have written (not in a
+ * hole of its RAM file), capped at end, and in *data_end the end of that written
+ * extent.  Without a RAM file (or if lseek fails), every page may hold data. */
+static uint64_t next_data(int fd, uint64_t gfn, uint64_t end, uint64_t *data_end)
+{
+	off_t d, h;
+
+	*data_end = end;
+	if (fd < 0)
+		return gfn;
+	d = lseek(fd, (off_t)(gfn * XST_PAGE_SIZE), SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? end : gfn; /* ENXIO: only holes from there on */
+	if ((uint64_t)d / XST_PAGE_SIZE >= end)
+		return end;
+	h = lseek(fd, d, SEEK_HOLE);
+	if (h > d && (uint64_t)(h + XST_PAGE_SIZE - 1) / XST_PAGE_SIZE < end)
+		*data_end = (uint64_t)(h + XST_PAGE_SIZE - 1) / XST_PAGE_SIZE;
+	return (uint64_t)d / XST_PAGE_SIZE;
+}
+
 static int h_read_pages(struct call *c)
 {
 	const Xstdom__PageRange *r = c->req->read_pages;
@@ -756,7 +777,8 @@ static int h_read_pages(struct call *c)
 	bool skip = r->has_skip_zero && r->skip_zero;
 	uint32_t max = skip ? PAGES_MAX_SKIP : PAGES_MAX, i, n = 0;
 	uint8_t *buf, *present = NULL;
-	int ret;
+	uint64_t gfn, end = r->first_gfn + r->count, data_end = 0; /* data up to data_end */
+	int fd = -1, ret;
 
 	if (!r->count || r->count > max)
 		return fail(c, -EINVAL, "count %u: must be 1..%u", r->count, max);
@@ -766,7 +788,17 @@ static int h_read_pages(struct call *c)
 		present = talloc_zero_size(c->ctx, (r->count + 7) / 8);
 	if (!p || !buf || (skip && !present))
 		return -ENOMEM;
+	if (skip && xst_vm_mem_fd(c->d->vm, &fd) < 0)
+		fd = -1;
 	for (i = 0; i < r->count; i++) {
+		if (skip && r->first_gfn + i >= data_end) {
+			/* holes of the RAM file were never written: zero, and reading them
+			 * would allocate them */
+			gfn = next_data(fd, r->first_gfn + i, end, &data_end);
+			if (gfn >= end)
+				break;
+			i = (uint32_t)(gfn - r->first_gfn);
+		}
 		if (skip && talloc_get_size(buf) < (size_t)(n + 1) * XST_PAGE_SIZE) {
 			buf = talloc_realloc_size(c->ctx, buf, (size_t)(n + 1) * 2 * XST_PAGE_SIZE);
 			if (!buf)

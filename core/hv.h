@@ -200,6 +200,11 @@ struct xst_hv_ops {
 	 * cannot read.  Before any vcpu of this vm ran. */
 	int (*vm_cpu_check)(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
 			    size_t whylen);
+
+	/* Guest RAM as a file: page gfn is at byte gfn * 4096 of *fd (a memfd owned by the
+	 * vm).  Optional: lets the domain process skip memory the guest never wrote
+	 * (holes: lseek SEEK_DATA) when it reads pages for a save or a migration. */
+	int (*vm_mem_fd)(struct xst_vm *vm, int *fd);
 };
 
 /* Objects as the core allocates them.  Plugins use the accessors below. */

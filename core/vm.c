@@ -170,6 +170,11 @@ int xst_vm_soft_reset(struct xst_vm *vm)
 	return VM_OP(vm, vm_soft_reset);
 }
 
+int xst_vm_mem_fd(struct xst_vm *vm, int *fd)
+{
+	return VM_OP(vm, vm_mem_fd, fd);
+}
+
 int xst_vm_cpu_features(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len)
 {
 	return VM_OP(vm, vm_cpu_features, ctx, blob, len);

@@ -328,6 +328,13 @@ static int kvm_read_page(struct xst_vm *vm, uint64_t gfn, void *buf)
 	return 0;
 }
 
+static int kvm_mem_fd(struct xst_vm *vm, int *fd)
+{
+	struct kvm_vm *k = vm->priv;
+	*fd = k->mem_fd;
+	return 0;
+}
+
 static int kvm_write_page(struct xst_vm *vm, uint64_t gfn, const void *buf)
 {
 	struct kvm_vm *k = vm->priv;
@@ -678,6 +685,7 @@ static const struct xst_hv_ops kvm_ops = {
 	.vcpu_state_load = kvm_vcpu_state_load,
 	.vm_cpu_features = kvm_cpu_features,
 	.vm_cpu_check = kvm_cpu_check,
+	.vm_mem_fd = kvm_mem_fd,
 };
 
 const struct xst_hv_ops *xst_hv_plugin_ops(void);

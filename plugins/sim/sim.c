@@ -274,6 +274,14 @@ static int sim_console_write(struct xst_vm *vm, const char *buf, size_t len)
 	return 0;
 }
 
+static int sim_mem_fd(struct xst_vm *vm, int *fd)
+{
+	struct sim_vm *s = vm->priv;
+
+	*fd = s->mem_fd;
+	return 0;
+}
+
 static int sim_xs_ring(struct xst_vm *vm, struct xst_xs_ring *ring)
 {
 	struct sim_vm *s = sim_vm(vm);
@@ -385,6 +393,7 @@ static const struct xst_hv_ops sim_ops = {
 	.vm_console_attach = sim_console_attach,
 	.vm_console_write = sim_console_write,
 	.vm_xs_ring = sim_xs_ring,
+	.vm_mem_fd = sim_mem_fd,
 	.vm_sched_set = sim_sched_set,
 	.vcpu_create = sim_vcpu_create,
 	.vcpu_destroy = sim_vcpu_destroy,
