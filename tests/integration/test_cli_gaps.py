@@ -44,7 +44,7 @@ def test_top_cpu_percent(host):
     assert rows["busy"] > 5.0, r.stdout
     assert rows["idle"] < 5.0, r.stdout
     # --json carries the same figure.
-    j = json.loads(host.xst("--json", "top", "-b", "-d", "0.5").stdout)
+    j = json.loads(host.xst("--json", "top", "-b", "-d", "1").stdout)
     by = {d["name"]: d for d in j}
     assert by["busy"]["cpu_pct"] > 5.0 and by["idle"]["cpu_pct"] < 5.0, j
     assert host.xst("top", "-b", "-d", "0", check=False).returncode != 0
