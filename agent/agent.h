@@ -123,6 +123,19 @@ int adom_destroy(struct adom *d, char **msg, void *ctx);
 int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
 	      Xstdom__Reply **rep, char **msg);
 int adom_info(struct adom *d, void *ctx, Xstdom__Info **info);
+
+/* ram.c: the domain's RAM mapped here (read-only, or writable for a restore). */
+struct adom_ram {
+	uint8_t *mem;
+	size_t len;
+	uint64_t npages;
+	int fd;
+};
+/* -EOPNOTSUPP when the domain process names no RAM file (then use read/write_pages). */
+int adom_ram_map(struct adom *d, bool writable, void *ctx, struct adom_ram **out);
+/* The first page in [gfn, end) that may hold data (end if none); *data_end: the end
+ * of the written extent it starts. */
+uint64_t adom_ram_next_data(struct adom_ram *r, uint64_t gfn, uint64_t end, uint64_t *data_end);
 /* Pin vcpu (-1: all) threads of the domain process to the cpu list cpus. */
 int adom_pin(struct adom *d, int vcpu, const char *cpus, void *ctx, char **msg);
 /* Store the config (name, pool, ...) in the domain process for re-adoption. */

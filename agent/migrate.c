@@ -44,9 +44,14 @@ struct mig_out {
 	uint32_t seq;   /* index of the next chunk */
 	char *dest_msg; /* the destination's error message */
 	bool transport; /* the last chunk got no answer (lost, timed out) */
+	double bw;      /* bytes/s cap, 0: none */
+	double t0;      /* when the first chunk went */
+	uint64_t sent;  /* bytes handed to the destination */
 	bool prepared;  /* the destination has answered the first chunk */
 	void *ctx;
 };
+
+static double now_s(void);
 
 static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 {
@@ -72,6 +77,14 @@ static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 			      &xstagent__reply__descriptor, tmp, &m);
 	o->prepared = true;
 	o->transport = rv < 0;
+	o->sent += len;
+	if (rv == 0 && o->bw > 0) {
+		/* --bandwidth: never ahead of the cap */
+		double ahead = o->sent / o->bw - (now_s() - o->t0);
+
+		if (ahead > 0)
+			usleep((useconds_t)(ahead * 1e6));
+	}
 	if (rv < 0) {
 		o->dest_msg = talloc_asprintf(o->ctx, "destination agent %s: %s",
 					      xst_rpc_url(o->rpc), strerror(-rv));
@@ -276,6 +289,9 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		return rv;
 	}
 	o.session = ((uint64_t)getpid() << 32) ^ (uint64_t)(t0 * 1e6) ^ d->domid;
+	o.t0 = t0;
+	if (mreq->has_bandwidth_mib && mreq->bandwidth_mib)
+		o.bw = (double)mreq->bandwidth_mib * 1024 * 1024;
 	domid = d->domid;
 	name = talloc_strdup(ctx, d->name);
 	agent_log(a, "domain %u (%s): migrating to %s", domid, name, url);

@@ -3,6 +3,7 @@
  * domain process: pages, state, config, xenstore subtree) and the receiver, which
  * rebuilds a domain from the records (docs/save-format.md).
  */
+#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -27,12 +28,17 @@
 #define XS_MAX_NODES 4096
 #define XS_MAX_DEPTH 16
 
+/* FNV-1a over 64-bit little-endian words (records are padded to 8 bytes): one
+ * multiply per 8 bytes, so the checksum keeps up with the memory copies. */
 static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
 {
 	size_t i;
+	uint64_t w;
 
-	for (i = 0; i < n; i++)
-		h = (h ^ p[i]) * FNV_PRIME;
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		h = (h ^ le64toh(w)) * FNV_PRIME;
+	}
 	return h;
 }
 
@@ -125,11 +131,11 @@ int stream_tx_flush(struct stream_tx *t)
 	return rv;
 }
 
-/* One record from up to three pieces of payload. */
-static int tx_record(struct stream_tx *t, uint32_t type, const void *a, size_t alen,
-		     const void *b, size_t blen, const void *c, size_t clen)
+/* Room for a record of len payload bytes: its header written, *payload to fill; then
+ * tx_commit.  */
+static int tx_begin(struct stream_tx *t, uint32_t type, size_t len, uint8_t **payload)
 {
-	size_t len = alen + blen + clen, total = HDR_LEN + pad8(len);
+	size_t total = HDR_LEN + pad8(len);
 	uint8_t *p;
 	int rv;
 
@@ -144,18 +150,39 @@ static int tx_record(struct stream_tx *t, uint32_t type, const void *a, size_t a
 	put32(p, type);
 	put32(p + 4, 0);
 	put64(p + 8, len);
-	p += HDR_LEN;
+	*payload = p + HDR_LEN;
+	return 0;
+}
+
+static void tx_commit(struct stream_tx *t, uint32_t type, size_t len)
+{
+	size_t total = HDR_LEN + pad8(len);
+
+	memset(t->buf + t->len + HDR_LEN + len, 0, pad8(len) - len);
+	if (type != REC_END)
+		t->hash = fnv(t->hash, t->buf + t->len, total);
+	t->len += total;
+	t->bytes += total;
+}
+
+/* One record from up to three pieces of payload. */
+static int tx_record(struct stream_tx *t, uint32_t type, const void *a, size_t alen,
+		     const void *b, size_t blen, const void *c, size_t clen)
+{
+	size_t len = alen + blen + clen;
+	uint8_t *p;
+	int rv;
+
+	rv = tx_begin(t, type, len, &p);
+	if (rv < 0)
+		return rv;
 	if (alen)
 		memcpy(p, a, alen);
 	if (blen)
 		memcpy(p + alen, b, blen);
 	if (clen)
 		memcpy(p + alen + blen, c, clen);
-	memset(p + len, 0, pad8(len) - len);
-	if (type != REC_END)
-		t->hash = fnv(t->hash, t->buf + t->len, total);
-	t->len += total;
-	t->bytes += total;
+	tx_commit(t, type, len);
 	return 0;
 }
 
@@ -303,11 +330,119 @@ out:
 	return rv;
 }
 
+/* tx_batch with the domain's RAM mapped here: holes skipped, zero pages counted (and,
+ * with `resend`, listed in ZERO records), the others copied straight from guest
+ * memory into PAGES records. */
+struct ram_batch {
+	struct stream_tx *t;
+	struct adom_ram *ram;
+	uint8_t gfns[STREAM_BATCH * 8], zeros[STREAM_BATCH * 8];
+	uint32_t n, nz;
+};
+
+static int ram_flush_pages(struct ram_batch *b)
+{
+	size_t len = 8 + (size_t)b->n * (8 + STREAM_PAGE);
+	uint8_t *p, *dst;
+	uint32_t j;
+	int rv;
+
+	if (!b->n)
+		return 0;
+	rv = tx_begin(b->t, REC_PAGES, len, &p);
+	if (rv < 0)
+		return rv;
+	put32(p, b->n);
+	put32(p + 4, 0);
+	memcpy(p + 8, b->gfns, (size_t)b->n * 8);
+	dst = p + 8 + (size_t)b->n * 8;
+	for (j = 0; j < b->n; j++)
+		memcpy(dst + (size_t)j * STREAM_PAGE,
+		       b->ram->mem + get64(b->gfns + (size_t)j * 8) * STREAM_PAGE, STREAM_PAGE);
+	tx_commit(b->t, REC_PAGES, len);
+	b->t->pages_sent += b->n;
+	b->n = 0;
+	return 0;
+}
+
+static int ram_flush_zeros(struct ram_batch *b)
+{
+	uint8_t head[8];
+	int rv;
+
+	if (!b->nz)
+		return 0;
+	put32(head, b->nz);
+	put32(head + 4, 0);
+	rv = tx_record(b->t, REC_ZERO, head, 8, b->zeros, (size_t)b->nz * 8, NULL, 0);
+	b->nz = 0;
+	return rv;
+}
+
+static int ram_zero_page(struct ram_batch *b, uint64_t gfn, bool resend)
+{
+	b->t->pages_zero++;
+	if (!resend)
+		return 0;
+	put64(b->zeros + (size_t)b->nz++ * 8, gfn);
+	return b->nz == STREAM_BATCH ? ram_flush_zeros(b) : 0;
+}
+
+static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
+			uint32_t count, bool resend)
+{
+	static const uint8_t zero[STREAM_PAGE];
+	struct ram_batch *b = talloc_zero(t, struct ram_batch);
+	uint64_t g, next, end = gfn + count, data_end = gfn;
+	int rv = 0;
+
+	if (!b)
+		return -ENOMEM;
+	b->t = t;
+	b->ram = ram;
+	for (g = gfn; g < end && rv == 0; g++) {
+		if (g >= data_end) {
+			next = adom_ram_next_data(ram, g, end, &data_end);
+			for (; g < next && rv == 0; g++) /* a hole: never written */
+				rv = ram_zero_page(b, g, resend);
+			if (g >= end || rv < 0)
+				break;
+		}
+		if (memcmp(ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0) {
+			rv = ram_zero_page(b, g, resend);
+		} else {
+			put64(b->gfns + (size_t)b->n++ * 8, g);
+			if (b->n == STREAM_BATCH)
+				rv = ram_flush_pages(b);
+		}
+	}
+	if (rv == 0)
+		rv = ram_flush_pages(b);
+	if (rv == 0)
+		rv = ram_flush_zeros(b);
+	talloc_free(b);
+	return rv;
+}
+
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
 		    size_t bitmap_len, bool resend, char **msg, void *ctx)
 {
 	uint64_t gfn = 0, end;
 	int rv;
+
+	if (!t->ram_tried) {
+		t->ram_tried = true;
+		rv = adom_ram_map(d, false, t, &t->ram);
+		if (rv < 0) {
+			t->ram = NULL;
+			if (rv != -EOPNOTSUPP)
+				agent_log(d->a, "domain %u: mapping its RAM: %s (pages go through "
+					  "its domain process)", d->domid, strerror(-rv));
+		} else if (t->ram->npages < npages) {
+			talloc_free(t->ram);
+			t->ram = NULL;
+		}
+	}
 
 	while (gfn < npages) {
 		if (bitmap && !bit(bitmap, bitmap_len, gfn)) {
@@ -318,7 +453,10 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 		while (end < npages && end - gfn < STREAM_READ_BATCH &&
 		       (!bitmap || bit(bitmap, bitmap_len, end)))
 			end++;
-		rv = tx_batch(t, d, gfn, end - gfn, resend, msg, ctx);
+		if (t->ram)
+			rv = tx_batch_ram(t, t->ram, gfn, (uint32_t)(end - gfn), resend);
+		else
+			rv = tx_batch(t, d, gfn, end - gfn, resend, msg, ctx);
 		if (rv < 0)
 			return rv;
 		gfn = end;
@@ -619,6 +757,8 @@ struct stream_rx {
 	size_t xs_len;
 	uint8_t *xw;      /* XS_WATCHES payload */
 	size_t xw_len;
+	struct adom_ram *ram; /* the new domain's RAM mapped here (NULL: write_pages) */
+	bool ram_tried;
 	char *error;
 };
 
@@ -775,10 +915,30 @@ static int write_run(struct stream_rx *r, uint64_t gfn, const uint8_t *data, uin
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__WritePages wp = XSTDOM__WRITE_PAGES__INIT;
 	Xstdom__Reply *rep;
-	void *tmp = talloc_new(r);
+	void *tmp;
 	char *msg = NULL;
 	int rv;
 
+	if (!r->ram_tried) {
+		/* the domain is paused and restoring: nobody else writes its memory */
+		r->ram_tried = true;
+		rv = adom_ram_map(r->d, true, r, &r->ram);
+		if (rv == 0 && r->ram->npages < r->npages) {
+			talloc_free(r->ram);
+			rv = -EINVAL;
+		}
+		if (rv < 0) {
+			r->ram = NULL;
+			if (rv != -EOPNOTSUPP)
+				agent_log(r->a, "domain %u: mapping its RAM: %s (pages go through "
+					  "its domain process)", r->d->domid, strerror(-rv));
+		}
+	}
+	if (r->ram) {
+		memcpy(r->ram->mem + gfn * STREAM_PAGE, data, (size_t)count * STREAM_PAGE);
+		return 0;
+	}
+	tmp = talloc_new(r);
 	if (!tmp)
 		return -ENOMEM;
 	wp.first_gfn = gfn;

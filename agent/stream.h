@@ -25,7 +25,7 @@ struct agent;
 struct adom;
 
 #define STREAM_MAGIC "XSTSAVE\n"
-#define STREAM_VERSION 1
+#define STREAM_VERSION 2 /* 2: the END checksum hashes 64-bit words */
 #define STREAM_PAGE 4096u
 #define STREAM_CHUNK (4u << 20)
 #define STREAM_MAX_RECORD (64u << 20)
@@ -61,6 +61,8 @@ struct stream_tx {
 	uint64_t bytes;      /* handed to the sink so far + buffered */
 	uint64_t pages_sent; /* non-zero pages in PAGES records */
 	uint64_t pages_zero; /* pages skipped because they were zero */
+	struct adom_ram *ram; /* the domain's RAM mapped here (NULL: through its process) */
+	bool ram_tried;
 };
 
 int stream_tx_new(void *ctx, stream_sink_fn sink, void *arg, struct stream_tx **out);

@@ -333,6 +333,8 @@ static int h_info(struct call *c)
 	in->start_time_ns = d->start_time_ns;
 	in->domid = d->domid;
 	in->name = d->cfg.name ? (char *)d->cfg.name : "";
+	if (d->vm && xst_vm_mem_fd(d->vm, &in->mem_fd) == 0)
+		in->has_mem_fd = true;
 	c->rep->body_case = XSTDOM__REPLY__BODY_INFO;
 	c->rep->info = in;
 	return 0;

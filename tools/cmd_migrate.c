@@ -62,6 +62,7 @@ int cmd_migrate(void *ctx, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "downtime", required_argument, NULL, 'd' },
 		{ "max-rounds", required_argument, NULL, 'r' },
+		{ "bandwidth", required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
 	Xstagent__Request req = XSTAGENT__REQUEST__INIT;
@@ -84,6 +85,13 @@ int cmd_migrate(void *ctx, int argc, char **argv)
 				return xst_usage("--max-rounds: expected 1..1000, got \"%s\"", optarg);
 			mg.has_max_rounds = true;
 			mg.max_rounds = v;
+			break;
+		case 'b':
+			if (xst_parse_uint(optarg, 1000000, &v) < 0 || v == 0)
+				return xst_usage("--bandwidth: expected MiB/s (1..1000000), got \"%s\"",
+						 optarg);
+			mg.has_bandwidth_mib = true;
+			mg.bandwidth_mib = v;
 			break;
 		default: return xst_usage("unknown option \"%s\"", argv[optind - 1]);
 		}

@@ -77,10 +77,11 @@ static const struct xst_cmd cmds[] = {
 	  "[-p] [-e] [-c] FILE\n  -p  leave the domain paused\n"
 	  "  -e  do not wait for the domain (xst never waits)\n  -c  attach to the console" },
 	{ "migrate", cmd_migrate, "Migrate a domain to another host (its xst-agent)",
-	  "[--downtime MS] [--max-rounds N] DOMAIN HOST\n"
+	  "[--downtime MS] [--max-rounds N] [--bandwidth MIB] DOMAIN HOST\n"
 	  "  HOST           ADDR[:PORT] (port 8003) or tcp://ADDR:PORT of the agent there\n"
 	  "  --downtime MS  stop-and-copy budget (default 30)\n"
 	  "  --max-rounds N pre-copy rounds at most (default 30)\n"
+	  "  --bandwidth MIB cap the stream at MIB MiB/s (default: none)\n"
 	  "  Ctrl-C cancels (the domain keeps running here)" },
 	{ "migrate-cancel", cmd_migrate_cancel, "Cancel a running migration",
 	  "DOMAIN [HOST]" },

@@ -181,9 +181,9 @@ def test_unreachable_destination(lab2, tmp_path):
     a.xst("destroy", "vm1")
 
 
-# The fault cases need a migration that lasts: --downtime 0 never fits, so it runs its
-# rounds (throttled) until the bound.
-SLOW = ("--downtime", "0", "--max-rounds", "1000")
+# The fault cases need a migration that lasts: 4 MiB/s, and --downtime 0 never fits, so
+# it runs its rounds (throttled) until the bound.
+SLOW = ("--downtime", "0", "--max-rounds", "1000", "--bandwidth", "4")
 BUSY = "dirty=64M/s,console=50ms,ws=32M"
 
 
@@ -244,15 +244,21 @@ def test_stray_chunks_leave_the_incoming_migration_alone(lab2, tmp_path):
     progress completes."""
     a, b = lab2.hosts
     create(a, tmp_path, mem=128, wl=BUSY)
-    p = a.xst_bg("migrate", "--downtime", "0", "--max-rounds", "12", "vm1", b.addr)
+    t0 = time.monotonic()
+    p = a.xst_bg("migrate", "--downtime", "0", "--max-rounds", "12", "--bandwidth", "16",
+                 "vm1", b.addr)
     wait_for(lambda: b.log_has("(vm1) created"), timeout=20, what="incoming domain")
     assert raw(a, b.url, "migdata", "12345", "7") == \
         "error=-116 message=a chunk of an unknown migration session " \
         "(another one is in progress)\n"
     assert raw(a, b.url, "migabort", "12345") == "error=0 message=\n"
     out, err = p.communicate(timeout=120)
+    took = time.monotonic() - t0
     assert p.returncode == 0, (out, err)
     assert out.startswith("migrated domain "), out
+    # --bandwidth 16: the stream never ran ahead of 16 MiB/s
+    sent = int(out.split(" bytes sent")[0].rsplit(" ", 1)[1])
+    assert took >= sent / (16 << 20), (took, out)
     assert running_copies(lab2.hosts) == [("host2", "r-----")]
     assert not b.log_has("superseded")
     # with nothing incoming, a chunk that does not open a session is refused too
