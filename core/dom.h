@@ -47,6 +47,7 @@ struct dom_vcpu {
 	bool started;
 	bool parked;   /* waiting on dom->cond, not in vcpu_run */
 	bool halted;   /* vcpu_run said HALT: stays stopped until reset */
+	pid_t tid;     /* the thread's kernel id (nice, affinity), 0 until it runs */
 };
 
 struct console;
@@ -76,6 +77,9 @@ struct dom {
 	/* config kept for get_config and the state file */
 	struct xst_vm_config cfg;
 	unsigned int sched_weight, sched_cap;
+	bool throttled;        /* over its cap: vcpus park (dom_sched.c; under lock) */
+	pthread_t throttle;
+	bool throttle_started, throttle_running;
 	uint8_t *toolstack;
 	size_t toolstack_len;
 	uint64_t ring_gfn;
@@ -101,6 +105,12 @@ void dom_vcpus_stop(struct dom *d);
 /* Record an event (lock held); publish it with dom_events_flush() after unlocking. */
 void dom_event_add_locked(struct dom *d, int kind, int reason, const char *detail);
 void dom_events_flush(struct dom *d);
+
+/* dom_sched.c: weight as vcpu threads' nice value, cap by a throttle thread. */
+int dom_sched_nice(unsigned int weight);
+void dom_sched_nice_vcpu(struct dom *d, struct dom_vcpu *v);
+int dom_sched_apply(struct dom *d);
+void dom_sched_stop(struct dom *d);
 
 /* dom_console.c */
 int console_open(struct dom *d, const char *path, struct console **out);

@@ -272,6 +272,9 @@ static int h_create(struct call *c)
 	ret = dom_vcpus_start(d);
 	if (ret < 0)
 		goto undo;
+	ret = dom_sched_apply(d);
+	if (ret < 0)
+		goto undo;
 	ret = handoff_ring(d);
 	if (ret < 0) {
 		fail(c, ret, "ring handoff: %s", strerror(-ret));
@@ -576,12 +579,20 @@ static int h_sched(struct call *c)
 	unsigned int cap = s->has_cap ? s->cap : d->sched_cap;
 	int ret;
 
+	if (w < 1 || w > 65535 || cap > 100 * d->cfg.vcpus_max)
+		return fail(c, -EINVAL, "weight %u cap %u: %s (weight 1..65535, cap 0..%u)", w, cap,
+			    strerror(EINVAL), 100 * d->cfg.vcpus_max);
 	ret = xst_vm_sched_set(d->vm, w, cap);
-	if (ret < 0)
+	if (ret < 0 && ret != -EOPNOTSUPP)
 		return fail(c, ret, "weight %u cap %u: %s (weight 1..65535, cap 0..%u)", w, cap,
 			    strerror(-ret), 100 * d->cfg.vcpus_max);
+	pthread_mutex_lock(&d->lock);
 	d->sched_weight = w;
 	d->sched_cap = cap;
+	pthread_mutex_unlock(&d->lock);
+	ret = dom_sched_apply(d);
+	if (ret < 0)
+		return fail(c, ret, "starting the cap's throttle: %s", strerror(-ret));
 	record_write(d);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <talloc.h>
 
@@ -27,7 +28,8 @@ uint64_t dom_realtime_ns(void)
 
 static bool may_run(struct dom *d, struct dom_vcpu *v)
 {
-	return !d->quit && d->state == DOM_RUNNING && v->vcpu->id < d->online && !v->halted;
+	return !d->quit && d->state == DOM_RUNNING && v->vcpu->id < d->online && !v->halted &&
+	       !d->throttled;
 }
 
 void dom_event_add_locked(struct dom *d, int kind, int reason, const char *detail)
@@ -110,6 +112,12 @@ static void *vcpu_thread(void *arg)
 	struct xst_vcpu_exit exit;
 	int ret;
 
+	char name[16];
+
+	snprintf(name, sizeof(name), "vcpu%u", v->vcpu ? v->vcpu->id : 0);
+	pthread_setname_np(pthread_self(), name); /* top, ps -L, /proc/PID/task/TID/comm */
+	v->tid = gettid();
+	dom_sched_nice_vcpu(d, v);
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		while (!d->quit && !may_run(d, v)) {
@@ -227,6 +235,7 @@ void dom_vcpus_stop(struct dom *d)
 	pthread_cond_broadcast(&d->cond);
 	dom_vcpus_wait_parked_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
+	dom_sched_stop(d);
 	for (i = 0; i < d->nvcpus; i++) {
 		if (d->vcpus[i].started)
 			pthread_join(d->vcpus[i].thread, NULL);

@@ -298,3 +298,71 @@ def test_list_answers_while_a_domain_process_is_stopped(host):
     host.xst("destroy", "stopped")
     host.xst("destroy", "alive")
     assert a["pid"] != s["pid"]
+
+
+def thread_nices(pid):
+    """The nice value of each vcpu thread (named vcpuN) of a domain process."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                comm, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+            if comm.startswith("vcpu"):
+                out.append(int(rest.split()[16]))
+        except FileNotFoundError:
+            pass
+    return sorted(out)
+
+
+def cpu_pct(pid, seconds=2.0):
+    """CPU use of a process (all threads) over `seconds`, in percent of one cpu."""
+    def ticks():
+        with open("/proc/%d/stat" % pid) as f:
+            f = f.read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    t0, c0 = time.monotonic(), ticks()
+    time.sleep(seconds)
+    return (ticks() - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0) * 100
+
+
+def test_sched_credit_weight_and_cap_sim(host):
+    """weight: the vcpu threads' nice value (256 = 0, x1.25 per step); cap: the domain's
+    vcpus get at most cap% of one cpu, enforced by its domain process."""
+    d = host.create("busy", 'workload = "dirty=4000M/s"\n')     # 2 vcpus
+    pid = d["pid"]
+    assert thread_nices(pid) == [0, 0]
+    host.xst("sched-credit", "-d", "busy", "-w", "512")
+    assert thread_nices(pid).count(-3) == 2, thread_nices(pid)
+    host.xst("sched-credit", "-d", "busy", "-w", "64")
+    assert thread_nices(pid).count(6) == 2, thread_nices(pid)
+    free = cpu_pct(pid)
+    assert free > 35, free
+    host.xst("sched-credit", "-d", "busy", "-c", "20")
+    capped = cpu_pct(pid)
+    assert capped < 30, (free, capped)
+    assert host.dom("busy")["state"][0] == "r"        # throttled, not paused
+    host.xst("sched-credit", "-d", "busy", "-c", "0")
+    assert cpu_pct(pid) > 35
+    # the parameters survive the agent (the domain process keeps them)
+    host.xst("sched-credit", "-d", "busy", "-c", "20")
+    host.kill_agent()
+    host.start_agent()
+    assert cpu_pct(pid) < 30
+    host.xst("destroy", "busy")
+
+
+def test_sched_credit_kvm(host):
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+    except OSError as e:
+        print("skipping: /dev/kvm unusable: %s" % e.strerror)
+        pytest.skip("/dev/kvm unusable: %s" % e.strerror)
+    guest = build_path("tests", "guests", "xstguest")
+    d = host.create("sk", 'core = "kvm"\ntype = "pvh"\nkernel = "%s"\n'
+                    'cmdline = "tick=50 dirty=4M rate=100000"\ncpu_weight = 2560\n' % guest)
+    assert thread_nices(d["pid"]) == [-10, -10]
+    host.xst("sched-credit", "-d", "sk", "-w", "256", "-c", "10")
+    assert thread_nices(d["pid"]) == [0, 0]
+    assert cpu_pct(d["pid"]) < 20
+    host.xst("destroy", "sk")
