@@ -162,6 +162,14 @@ int pool_save(struct agent *a);
 unsigned int pool_ndomains(struct agent *a, const struct pool *p);
 int pool_cpus_text(const uint64_t map[16], void *ctx, char **out);
 unsigned int pool_ncpus(const uint64_t map[16]);
+/* Where a vcpu with this hard affinity may run in pool p: the intersection (the
+ * affinity itself when p holds every host cpu); -ENOENT when it is empty. */
+int pool_effective(struct agent *a, const struct pool *p, const char *affinity, void *ctx,
+		   char **out);
+/* Pin d's vcpu threads to their affinity within d's pool (domain process vcpu_pin). */
+int pool_apply(struct agent *a, struct adom *d, void *ctx, char **msg);
+/* pool_apply to every live domain of p (its cpus changed). */
+int pool_apply_all(struct agent *a, const struct pool *p);
 
 /* save.c, migrate.c: handlers of Save, Restore, Migrate, MigData; on failure they
  * return -errno with rep->message set. */

@@ -518,12 +518,10 @@ static int h_vcpu_list(struct call *c)
 		v->online = vi->online;
 		v->running = vi->running;
 		v->cpu_time = (double)vi->cpu_time_ns / 1e9;
-		/* What the kernel has for the vcpu thread; the recorded one from older
-		 * domain processes. */
-		if (vi->affinity)
-			v->affinity = vi->affinity;
-		else
-			v->affinity = vi->id < d->cfg->maxvcpus ? d->affinity[vi->id] : "all";
+		/* The hard affinity as set (like xl); the kernel's list for the thread, the
+		 * affinity within the cpupool, as `effective`. */
+		v->affinity = vi->id < d->cfg->maxvcpus ? d->affinity[vi->id] : "all";
+		v->effective = vi->affinity;
 		l->vcpu[l->n_vcpu++] = v;
 	}
 	c->rep->body_case = XSTAGENT__REPLY__BODY_VCPUS;
@@ -551,7 +549,17 @@ static int h_vcpu_pin(struct call *c)
 	} else {
 		first = last = (unsigned int)p->vcpu;
 	}
-	rv = adom_pin(d, first == last ? (int)first : -1, p->cpus, c->ctx, &msg);
+	{
+		struct pool *pl = pool_find(c->a, d->cfg->pool);
+		char *eff;
+
+		rv = pool_effective(c->a, pl, p->cpus, c->ctx, &eff);
+		if (rv == -ENOENT)
+			return fail(c, -EINVAL, "cpus %s: none is in cpupool %s", p->cpus, pl->name);
+		if (rv < 0)
+			return fail(c, rv, "%s", strerror(-rv));
+		rv = adom_pin(d, first == last ? (int)first : -1, eff, c->ctx, &msg);
+	}
 	if (rv < 0)
 		return fail(c, rv, "%s", msg);
 	for (i = first; i <= last; i++) {
@@ -795,7 +803,12 @@ static int h_cpupool_cpu(struct call *c, bool add)
 		}
 	}
 	agent_log(c->a, "cpupool %s: cpus %s %s", p->name, pc->cpus, add ? "added" : "removed");
-	return pool_save(c->a);
+	rv = pool_save(c->a);
+	if (rv < 0)
+		return rv;
+	rv = pool_apply_all(c->a, p);
+	return rv < 0 ? fail(c, rv, "re-pinning the domains of cpupool %s: %s (see dmesg)", p->name,
+			     strerror(-rv)) : 0;
 }
 
 static int h_cpupool_cpu_add(struct call *c)
@@ -831,6 +844,13 @@ static int h_cpupool_migrate(struct call *c)
 	agent_log(c->a, "domain %u moved from cpupool %s to %s", d->domid, old, p->name);
 	if (rv < 0)
 		return fail(c, rv, "recording the move: %s", strerror(-rv));
+	{
+		char *msg = NULL;
+
+		rv = pool_apply(c->a, d, c->ctx, &msg);
+		if (rv < 0)
+			return fail(c, rv, "pinning to cpupool %s: %s", p->name, msg ? msg : "");
+	}
 	return 0;
 }
 

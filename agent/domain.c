@@ -622,11 +622,10 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		emsg = talloc_asprintf(ctx, "writing store/ring-ref: %s", strerror(-rv));
 		goto fail;
 	}
-	if (cfg->cpus && strcmp(cfg->cpus, "all") != 0) {
-		rv = adom_pin(d, -1, cfg->cpus, ctx, &emsg);
-		if (rv < 0)
-			goto fail;
-	}
+	/* config cpus, within the domain's cpupool */
+	rv = pool_apply(a, d, ctx, &emsg);
+	if (rv < 0)
+		goto fail;
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	close(handoff);

@@ -2,8 +2,9 @@
  * cpupools: named sets of host cpus, each with a scheduler (credit only).  Pool-0
  * (id 0) starts with every cpu; a cpu belongs to at most one pool.  Pools live in
  * the agent and in xenstore under /libxl/cpupool/<id>/{name,sched,cpus}, from where a
- * restarted agent reads them back.  The sim core runs no real scheduler: pools and
- * affinity are bookkeeping that kvm pins threads with.
+ * restarted agent reads them back.  A pool is real: its domains' vcpu threads run
+ * only on its cpus (their hard affinity intersected with the pool's, pinned by the
+ * domain process; pool_apply), on both cores.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -168,4 +169,87 @@ int pool_init(struct agent *a)
 	}
 	talloc_free(tmp);
 	return rv;
+}
+
+/* Does p hold every cpu of the host? */
+static bool pool_has_all(struct agent *a, const struct pool *p)
+{
+	unsigned int i;
+
+	for (i = 0; i < a->nr_cpus; i++)
+		if (!((p->cpus[i / 64] >> (i % 64)) & 1))
+			return false;
+	return true;
+}
+
+int pool_effective(struct agent *a, const struct pool *p, const char *affinity, void *ctx,
+		   char **out)
+{
+	uint64_t map[16];
+	unsigned int hi, i;
+	bool any = false;
+
+	if (!p || pool_has_all(a, p)) {
+		*out = talloc_strdup(ctx, affinity);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (xlcfg_cpulist_parse(affinity, map, &hi) < 0)
+		return -EINVAL;
+	for (i = 0; i < 16; i++) {
+		map[i] &= p->cpus[i];
+		any |= map[i] != 0;
+	}
+	if (!any)
+		return -ENOENT;
+	return pool_cpus_text(map, ctx, out);
+}
+
+int pool_apply(struct agent *a, struct adom *d, void *ctx, char **msg)
+{
+	struct pool *p = pool_find(a, d->cfg->pool);
+	unsigned int i;
+	char *eff;
+	int rv;
+
+	for (i = 0; i < d->cfg->maxvcpus; i++) {
+		rv = pool_effective(a, p, d->affinity[i], ctx, &eff);
+		if (rv == -ENOENT && p) {
+			/* none of its cpus is in the pool: the pool's cpus, as Xen breaks
+			 * such an affinity when a domain moves */
+			agent_log(a, "domain %u: vcpu %u affinity %s has no cpu in cpupool %s: "
+				  "it runs on the pool's cpus", d->domid, i, d->affinity[i], p->name);
+			rv = pool_cpus_text(p->cpus, ctx, &eff);
+		}
+		if (rv < 0) {
+			*msg = talloc_asprintf(ctx, "vcpu %u: %s", i, strerror(-rv));
+			return rv;
+		}
+		rv = adom_pin(d, (int)i, eff, ctx, msg);
+		if (rv < 0)
+			return rv;
+	}
+	return 0;
+}
+
+int pool_apply_all(struct agent *a, const struct pool *p)
+{
+	struct adom *d;
+	void *tmp;
+	char *msg = NULL;
+	int rv, ret = 0;
+
+	for (d = a->doms; d; d = d->next) {
+		if (d->state != ADOM_LIVE || strcmp(d->cfg->pool, p->name) != 0)
+			continue;
+		tmp = talloc_new(a);
+		if (!tmp)
+			return -ENOMEM;
+		rv = pool_apply(a, d, tmp, &msg);
+		if (rv < 0) {
+			agent_log(a, "domain %u: cpupool %s: %s", d->domid, p->name, msg ? msg : "");
+			ret = rv;
+		}
+		talloc_free(tmp);
+	}
+	return ret;
 }

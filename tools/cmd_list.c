@@ -157,6 +157,8 @@ int cmd_vcpu_list(void *ctx, int argc, char **argv)
 				xst_json_kv_bool(j, "running", v->running);
 				xst_json_kv_double(j, "cpu_time", v->cpu_time);
 				xst_json_kv_string(j, "affinity", v->affinity);
+				if (v->effective)
+					xst_json_kv_string(j, "effective", v->effective);
 				xst_json_map_close(j);
 			} else {
 				printf("%-32s %5u %5u %5s %-5s %9.1f  %s / all\n", v->name,

@@ -171,8 +171,10 @@ static void dirty_tick(struct sim_vm *s, struct sim_vcpu *sv, uint64_t now)
 
 	if (!s->wl.dirty_bps || !ws)
 		return;
-	if (!sv->last_ns || now - sv->last_ns > NS)
-		sv->last_ns = now - DIRTY_TICK_NS; /* after a pause: no catch-up burst */
+	/* A vcpu that did not run for a while (paused, throttled by its cap, starved by the
+	 * host) does not catch up: like a real guest, it just got less done. */
+	if (!sv->last_ns || now - sv->last_ns > 4 * DIRTY_TICK_NS)
+		sv->last_ns = now - DIRTY_TICK_NS;
 	elapsed = now - sv->last_ns;
 	sv->last_ns = now;
 	bytes = s->wl.dirty_bps / 1000 * (elapsed / 1000) / 1000 + sv->dirty_carry;

@@ -366,3 +366,37 @@ def test_sched_credit_kvm(host):
     assert thread_nices(d["pid"]) == [0, 0]
     assert cpu_pct(d["pid"]) < 20
     host.xst("destroy", "sk")
+
+
+def vcpu_effective(host, name):
+    return [v["effective"] for v in json.loads(host.xst("vcpu-list", "--json", name).stdout)]
+
+
+def test_cpupool_confines_its_domains(host):
+    """A domain's vcpu threads run only on its cpupool's cpus (hard affinity within the
+    pool), when it is created there, moved, and when the pool's cpus change."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pools need 2 usable cpus, this process has %s"
+                    % sorted(os.sched_getaffinity(0)))
+    cpus = sorted(os.sched_getaffinity(0))
+    a, b = str(cpus[0]), str(cpus[1])
+    host.xst("cpupool-cpu-remove", "Pool-0", b)
+    host.xst("cpupool-create", "p1", "cpus=%s" % b)
+    d = host.create("pooled", 'pool = "p1"\n')
+    vcpus = lambda: [c for c in thread_cpus(d["pid"]) if c in (a, b)]  # noqa: E731
+    assert vcpus() == [b, b], thread_cpus(d["pid"])
+    assert vcpu_affinity(host, "pooled") == ["all", "all"]        # as set, like xl
+    assert vcpu_effective(host, "pooled") == [b, b]
+    # into Pool-0, which now has only cpu a
+    host.xst("cpupool-migrate", "pooled", "Pool-0")
+    assert vcpus() == [a, a], thread_cpus(d["pid"])
+    # a hard affinity outside the pool is refused
+    r = host.xst("vcpu-pin", "pooled", "0", b, check=False)
+    assert r.returncode == 1 and "none is in cpupool Pool-0" in r.stderr, r.stderr
+    # the pool grows: its domains may use the new cpu
+    host.xst("cpupool-destroy", "p1")
+    host.xst("cpupool-cpu-add", "Pool-0", b)
+    assert vcpus() == [], thread_cpus(d["pid"])        # all cpus again
+    assert vcpu_effective(host, "pooled") == ["all", "all"] or \
+        vcpu_effective(host, "pooled") == ["%s-%s" % (a, b)] * 2, vcpu_effective(host, "pooled")
+    host.xst("destroy", "pooled")
