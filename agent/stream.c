@@ -471,46 +471,108 @@ struct xs_walk {
 	unsigned int nodes;
 };
 
-static int xs_walk(struct xs_walk *w, const char *base, const char *rel, unsigned int depth)
+static int xs_walk_add(struct xs_walk *w, const char *rel, const char *val, size_t vlen)
 {
-	char *path = rel[0] ? talloc_asprintf(w->buf, "%s/%s", base, rel) : talloc_strdup(w->buf, base);
-	char **names, *val;
-	unsigned int n, i;
-	size_t vlen;
-	int rv;
+	size_t rl = strlen(rel), need = w->len + 8 + rl + vlen;
+	uint8_t *nb = talloc_realloc(NULL, w->buf, uint8_t, need);
 
-	if (!path)
+	if (!nb)
 		return -ENOMEM;
-	if (depth > XS_MAX_DEPTH || ++w->nodes > XS_MAX_NODES)
-		return -E2BIG;
-	if (rel[0] && xs_client_read(w->a->xs, 0, path, path, &val, &vlen) == 0) {
-		size_t rl = strlen(rel), need = w->len + 8 + rl + vlen;
-		uint8_t *nb = talloc_realloc(NULL, w->buf, uint8_t, need);
-
-		if (!nb)
-			return -ENOMEM;
-		w->buf = nb;
-		put32(nb + w->len, rl);
-		put32(nb + w->len + 4, vlen);
-		memcpy(nb + w->len + 8, rel, rl);
-		memcpy(nb + w->len + 8 + rl, val, vlen);
-		w->len = need;
-	}
-	rv = xs_client_directory(w->a->xs, 0, path, path, &names, &n);
-	if (rv < 0)
-		return 0; /* vanished meanwhile */
-	for (i = 0; i < n; i++) {
-		char *sub = rel[0] ? talloc_asprintf(path, "%s/%s", rel, names[i])
-				   : talloc_strdup(path, names[i]);
-
-		if (!sub)
-			return -ENOMEM;
-		rv = xs_walk(w, base, sub, depth + 1);
-		if (rv < 0)
-			return rv;
-	}
-	talloc_free(path);
+	w->buf = nb;
+	put32(nb + w->len, rl);
+	put32(nb + w->len + 4, vlen);
+	memcpy(nb + w->len + 8, rel, rl);
+	memcpy(nb + w->len + 8 + rl, val, vlen);
+	w->len = need;
 	return 0;
+}
+
+/*
+ * The subtree under base, level by level: for each level, READ and DIRECTORY of all
+ * its nodes go to xenstored in pipelined batches (xs_client_batch), so a guest's
+ * subtree costs a few round trips, not two per node: this runs while the guest is
+ * paused for a migration.  Nodes that vanish meanwhile are skipped.
+ */
+static int xs_walk(struct xs_walk *w, const char *base)
+{
+	void *tmp = talloc_new(NULL);
+	char **level, **next;
+	unsigned int nlevel = 1, nnext, depth, i, k, chunk;
+	int rv = 0;
+
+	if (!tmp)
+		return -ENOMEM;
+	level = talloc_array(tmp, char *, 1);
+	if (!level || !(level[0] = talloc_strdup(tmp, ""))) {
+		talloc_free(tmp);
+		return -ENOMEM;
+	}
+	for (depth = 0; nlevel && rv == 0; depth++) {
+		if (depth > XS_MAX_DEPTH) {
+			rv = -E2BIG;
+			break;
+		}
+		next = talloc_array(tmp, char *, 0);
+		nnext = 0;
+		for (i = 0; i < nlevel && rv == 0; i += chunk) {
+			struct xs_batch_op ops[XS_BATCH_MAX];
+			char *paths[XS_BATCH_MAX / 2];
+
+			chunk = nlevel - i < XS_BATCH_MAX / 2 ? nlevel - i : XS_BATCH_MAX / 2;
+			for (k = 0; k < chunk; k++) {
+				const char *rel = level[i + k];
+
+				paths[k] = rel[0] ? talloc_asprintf(tmp, "%s/%s", base, rel)
+						  : talloc_strdup(tmp, base);
+				if (!paths[k]) {
+					rv = -ENOMEM;
+					break;
+				}
+				ops[2 * k] = (struct xs_batch_op){ .type = XS_READ, .payload = paths[k],
+								   .len = strlen(paths[k]) + 1 };
+				ops[2 * k + 1] = ops[2 * k];
+				ops[2 * k + 1].type = XS_DIRECTORY;
+			}
+			if (rv == 0)
+				rv = xs_client_batch(w->a->xs, ops, 2 * chunk, tmp);
+			for (k = 0; rv == 0 && k < chunk; k++) {
+				const char *rel = level[i + k];
+				size_t off;
+
+				if (++w->nodes > XS_MAX_NODES) {
+					rv = -E2BIG;
+					break;
+				}
+				if (rel[0] && ops[2 * k].err == 0)
+					rv = xs_walk_add(w, rel, ops[2 * k].reply, ops[2 * k].reply_len);
+				if (rv < 0 || ops[2 * k + 1].err < 0)
+					continue; /* vanished meanwhile */
+				for (off = 0; rv == 0 && off < ops[2 * k + 1].reply_len;) {
+					const char *name = ops[2 * k + 1].reply + off;
+					size_t nl = strlen(name);
+					char **nn;
+
+					off += nl + 1;
+					if (!nl)
+						continue;
+					nn = talloc_realloc(tmp, next, char *, nnext + 1);
+					if (!nn) {
+						rv = -ENOMEM;
+						break;
+					}
+					next = nn;
+					next[nnext] = rel[0] ? talloc_asprintf(tmp, "%s/%s", rel, name)
+							     : talloc_strdup(tmp, name);
+					if (!next[nnext++])
+						rv = -ENOMEM;
+				}
+			}
+		}
+		level = next;
+		nlevel = nnext;
+	}
+	talloc_free(tmp);
+	return rv;
 }
 
 /* The guest's watches from xstored (XS_CONTROL domain-watches, a reply's worth at a
@@ -589,7 +651,7 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 		talloc_free(w.buf);
 		return -ENOMEM;
 	}
-	rv = xs_walk(&w, base, "", 0);
+	rv = xs_walk(&w, base);
 	if (rv == 0)
 		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
 	talloc_free(w.buf);
@@ -1185,27 +1247,65 @@ out:
 	return rv;
 }
 
-/* Recreate the guest's own nodes (data/..., device/...) that the layout did not. */
+/* Recreate the guest's own nodes (data/..., device/...) that the layout did not: one
+ * pipelined batch of READs to see which exist, one of WRITEs for the others. */
 static void rx_xenstore(struct stream_rx *r)
 {
+	struct xs_batch_op ops[XS_BATCH_MAX], wr[XS_BATCH_MAX];
+	const uint8_t *vals[XS_BATCH_MAX];
+	uint32_t vlens[XS_BATCH_MAX];
 	size_t off = 0;
-	void *tmp = talloc_new(r);
+	unsigned int n, k, nw;
 
-	while (tmp && off + 8 <= r->xs_len) {
-		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
-		char *path, *old;
-		size_t olen;
+	while (off + 8 <= r->xs_len) {
+		void *tmp = talloc_new(r);
 
-		if (off + 8 + (size_t)pl + vl > r->xs_len)
-			break;
-		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
-				       (const char *)r->xs + off + 8);
-		if (path && !strstr(path, "..") &&
-		    xs_client_read(r->a->xs, 0, path, tmp, &old, &olen) == -ENOENT)
-			xs_client_write(r->a->xs, 0, path, r->xs + off + 8 + pl, vl);
-		off += 8 + (size_t)pl + vl;
+		if (!tmp)
+			return;
+		for (n = 0; n < XS_BATCH_MAX && off + 8 <= r->xs_len;) {
+			uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
+			char *path;
+
+			if (off + 8 + (size_t)pl + vl > r->xs_len) {
+				off = r->xs_len; /* cut short: the rest is lost */
+				break;
+			}
+			path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
+					       (const char *)r->xs + off + 8);
+			vals[n] = r->xs + off + 8 + pl;
+			vlens[n] = vl;
+			off += 8 + (size_t)pl + vl;
+			if (!path || strstr(path, "..") || strlen(path) + 1 + vl > XS_PAYLOAD_MAX)
+				continue;
+			ops[n] = (struct xs_batch_op){ .type = XS_READ, .payload = path,
+						       .len = strlen(path) + 1 };
+			n++;
+		}
+		nw = 0;
+		if (xs_client_batch(r->a->xs, ops, n, tmp) == 0) {
+			for (k = 0; k < n; k++) {
+				size_t plen = ops[k].len;
+				char *buf;
+
+				if (ops[k].err != -ENOENT)
+					continue; /* there already (the layout wrote it) */
+				buf = talloc_size(tmp, plen + vlens[k] + 1);
+				if (!buf)
+					break;
+				memcpy(buf, ops[k].payload, plen);
+				memcpy(buf + plen, vals[k], vlens[k]);
+				wr[nw++] = (struct xs_batch_op){ .type = XS_WRITE, .payload = buf,
+								 .len = plen + vlens[k] };
+			}
+			if (xs_client_batch(r->a->xs, wr, nw, tmp) == 0)
+				for (k = 0; k < nw; k++)
+					if (wr[k].err < 0)
+						agent_log(r->a, "domain %u: recreating %s: %s",
+							  r->d->domid, (const char *)wr[k].payload,
+							  strerror(-wr[k].err));
+		}
+		talloc_free(tmp);
 	}
-	talloc_free(tmp);
 }
 
 /* Register the guest's watches again on its (reset) connection: paths under the source

@@ -248,6 +248,72 @@ int xs_client_request(struct xs_client *c, uint32_t type, uint32_t tx, const voi
 	}
 }
 
+int xs_client_batch(struct xs_client *c, struct xs_batch_op *ops, unsigned int n, void *ctx)
+{
+	size_t total = 0, off = 0;
+	unsigned int i, got = 0;
+	char *buf;
+	int ret;
+
+	if (n > XS_BATCH_MAX)
+		return -E2BIG;
+	for (i = 0; i < n; i++) {
+		if (ops[i].len > XS_PAYLOAD_MAX)
+			return -E2BIG;
+		total += sizeof(struct xs_hdr) + ops[i].len;
+	}
+	if (!n)
+		return 0;
+	buf = talloc_size(c, total);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		struct xs_hdr hdr = {.type = ops[i].type, .req_id = i + 1, .tx_id = ops[i].tx,
+				     .len = (uint32_t)ops[i].len};
+
+		memcpy(buf + off, &hdr, sizeof(hdr));
+		if (ops[i].len)
+			memcpy(buf + off + sizeof(hdr), ops[i].payload, ops[i].len);
+		off += sizeof(hdr) + ops[i].len;
+		ops[i].err = -EINPROGRESS;
+		ops[i].reply = NULL;
+		ops[i].reply_len = 0;
+	}
+	ret = write_all(c, buf, total, NULL, 0);
+	talloc_free(buf);
+	while (ret == 0 && got < n) {
+		struct xs_hdr rh;
+		char *body;
+
+		ret = read_msg(c, c, &rh, &body, -1);
+		if (ret < 0)
+			break;
+		if (rh.type == XS_WATCH_EVENT) {
+			ret = queue_event(c, body, rh.len);
+			continue;
+		}
+		if (rh.req_id < 1 || rh.req_id > n || ops[rh.req_id - 1].err != -EINPROGRESS) {
+			talloc_free(body);
+			ret = -EPROTO;
+			break;
+		}
+		i = rh.req_id - 1;
+		got++;
+		if (rh.type == XS_ERROR) {
+			ops[i].err = -xs_error_parse(body, rh.len);
+			talloc_free(body);
+		} else if (rh.type != ops[i].type) {
+			ops[i].err = -EPROTO;
+			talloc_free(body);
+		} else {
+			ops[i].err = 0;
+			ops[i].reply = talloc_steal(ctx, body);
+			ops[i].reply_len = rh.len;
+		}
+	}
+	return ret;
+}
+
 /* Builds "s1\0s2\0..." on ctx. */
 static char *join(void *ctx, const char *const *args, unsigned int n, size_t *len)
 {

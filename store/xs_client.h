@@ -44,6 +44,22 @@ int xs_client_release(struct xs_client *c, uint32_t domid);
 int xs_client_control(struct xs_client *c, const char *const *args, unsigned int n, void *ctx,
 		      char **reply);
 
+/* Pipelined requests: all n are sent at once (req_id = index + 1), then the n replies
+ * are read (xenstored answers a connection's requests in order); each op gets its own
+ * result in err (0 or -errno) and, on success, reply/reply_len (NUL appended) on ctx.
+ * Returns 0, or -errno when the connection failed (then no op's result is valid).
+ * At most XS_BATCH_MAX ops. */
+#define XS_BATCH_MAX 256
+struct xs_batch_op {
+	uint32_t type, tx;
+	const void *payload;
+	size_t len;
+	int err;
+	char *reply;
+	size_t reply_len;
+};
+int xs_client_batch(struct xs_client *c, struct xs_batch_op *ops, unsigned int n, void *ctx);
+
 /* Raw request: type, tx, payload; reply payload (NUL appended, not counted) on ctx. */
 int xs_client_request(struct xs_client *c, uint32_t type, uint32_t tx, const void *payload,
 		      size_t len, const int *fds, unsigned int nfds, void *ctx, char **reply,

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "store/xs_client.h"
+#include "store/xs_proto.h"
 
 #define CHECK(expr)                                                                                \
 	do {                                                                                       \
@@ -122,6 +123,44 @@ int main(int argc, char **argv)
 	close(mem);
 	close(kick);
 	close(notify);
+
+	/* pipelined batch: results per op, in order, errors for some, a watch event that
+	 * arrives in the middle queued for next_event */
+	{
+		struct xs_batch_op ops[XS_BATCH_MAX];
+		char wbuf[300][32];
+		unsigned int i;
+
+		CHECK(xs_client_watch(c, "/batch", "b"));
+		CHECK(xs_client_next_event(c, 1000, ctx, &path, &token));
+		for (i = 0; i < 200; i++) {
+			int l = snprintf(wbuf[i], sizeof(wbuf[i]), "/batch/n%u", i);
+
+			memcpy(wbuf[i] + l + 1, "v", 1);
+			ops[i] = (struct xs_batch_op){ .type = XS_WRITE, .payload = wbuf[i],
+						       .len = (size_t)l + 2 };
+		}
+		CHECK(xs_client_batch(c, ops, 200, ctx));
+		for (i = 0; i < 200; i++)
+			EXPECT(ops[i].err == 0);
+		ops[0] = (struct xs_batch_op){ .type = XS_READ, .payload = "/batch/n7", .len = 10 };
+		ops[1] = (struct xs_batch_op){ .type = XS_READ, .payload = "/batch/none", .len = 12 };
+		ops[2] = (struct xs_batch_op){ .type = XS_DIRECTORY, .payload = "/batch", .len = 7 };
+		ops[3] = (struct xs_batch_op){ .type = XS_READ, .payload = "bad//path", .len = 10 };
+		CHECK(xs_client_batch(c, ops, 4, ctx));
+		EXPECT(ops[0].err == 0 && ops[0].reply_len == 1 && ops[0].reply[0] == 'v');
+		EXPECT(ops[1].err == -ENOENT && ops[1].reply == NULL);
+		EXPECT(ops[2].err == 0 && ops[2].reply_len > 200 * 3);
+		EXPECT(ops[3].err == -EINVAL);
+		EXPECT(xs_client_batch(c, ops, XS_BATCH_MAX + 1, ctx) == -E2BIG);
+		/* the 200 writes fired 200 events on c: all queued, none lost */
+		for (i = 0; i < 200; i++)
+			CHECK(xs_client_next_event(c, 1000, ctx, &path, &token));
+		EXPECT(strcmp(token, "b") == 0);
+		EXPECT(xs_client_next_event(c, 50, ctx, &path, &token) == -ETIMEDOUT);
+		CHECK(xs_client_unwatch(c, "/batch", "b"));
+		CHECK(xs_client_rm(c, 0, "/batch"));
+	}
 
 	talloc_free(ctx);
 	printf("xs_client_check: all checks passed\n");
