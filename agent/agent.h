@@ -90,6 +90,9 @@ struct agent {
 	unsigned int nsrv;
 	struct adom *doms;
 	unsigned int ndoms;
+	/* destroyed right after the current request's reply went out (the source copy of
+	 * a finished migration: the CLI does not wait for its process to exit) */
+	struct adom *destroy_after_reply;
 	uint32_t next_domid;
 	struct pool *pools;
 	uint32_t next_pool_id;

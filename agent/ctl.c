@@ -1048,5 +1048,22 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 	rv = xst_rpc_reply_msg(srv, &rep.base);
 	if (rv < 0)
 		agent_log(a, "reply: %s", strerror(-rv));
+	if (a->destroy_after_reply) {
+		struct adom *d = a->destroy_after_reply;
+		uint32_t domid = d->domid;
+		char *msg = NULL;
+		struct timespec t0, t1;
+
+		a->destroy_after_reply = NULL;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		rv = adom_destroy(d, &msg, ctx);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (rv < 0)
+			agent_log(a, "domain %u: destroying the migrated source: %s", domid,
+				  msg ? msg : strerror(-rv));
+		else
+			agent_log(a, "domain %u: migrated source copy destroyed in %.1f ms", domid,
+				  (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+	}
 	talloc_free(ctx);
 }

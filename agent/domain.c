@@ -708,8 +708,8 @@ int adom_destroy(struct adom *d, char **msg, void *ctx)
 		/* It exits right after replying; reap it so no zombie is left behind. */
 		int i;
 
-		for (i = 0; i < 500 && waitpid(d->pid, NULL, WNOHANG) == 0; i++)
-			usleep(10000);
+		for (i = 0; i < 5000 && waitpid(d->pid, NULL, WNOHANG) == 0; i++)
+			usleep(1000);
 	}
 	talloc_free(tmp);
 	adom_cleanup(d);

@@ -254,7 +254,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	Xstdom__Info *info;
 	Xstdom__Dirty *dy = NULL;
 	uint64_t npages, count = 0, prev = UINT64_MAX;
-	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0;
+	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0, ttotal;
 	double tp[6] = { 0 }; /* stop-and-copy: start, paused, pages, xenstore, state, end */
 	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
 	unsigned int round = 0;
@@ -416,22 +416,21 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		goto fail;
 	committed = true;
 	tdown = now_s() - tdown;
+	ttotal = now_s() - t0; /* the guest runs there: the migration is done */
 	if (was_paused)
 		agent_log(a, "domain %u was paused: the destination copy runs", domid);
 	note_dest(a, domid, name, NULL);
-	rv = adom_destroy(d, &msg, ctx);
-	if (rv < 0)
-		agent_log(a, "domain %u: destroying the migrated source: %s", domid,
-			  msg ? msg : strerror(-rv));
+	/* destroyed once the CLI has its answer (ctl.c): the guest runs there already */
+	a->destroy_after_reply = d;
 	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause %.1f, last "
 		  "pages %.1f, xenstore %.1f, state %.1f, sending and the destination's resume "
-		  "%.1f), %" PRIu64 " bytes", domid, name, url, now_s() - t0, tdown * 1000,
+		  "%.1f), %" PRIu64 " bytes", domid, name, url, ttotal, tdown * 1000,
 		  (tp[0] - tp[5]) * 1000, (tp[1] - tp[0]) * 1000, (tp[2] - tp[1]) * 1000,
 		  (tp[3] - tp[2]) * 1000, (tp[4] - tp[3]) * 1000, t->bytes);
 	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 	rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, downtime "
 				    "%.1f ms, %" PRIu64 " bytes sent, %u rounds, %" PRIu64
-				    " zero pages skipped%s", domid, name, url, now_s() - t0,
+				    " zero pages skipped%s", domid, name, url, ttotal,
 				    tdown * 1000, t->bytes, round > max_rounds ? max_rounds : round,
 				    t->pages_zero, throttled ? ", guest throttled" : "");
 	return 0;
