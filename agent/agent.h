@@ -91,7 +91,8 @@ struct agent {
 	struct adom *doms;
 	unsigned int ndoms;
 	/* destroyed right after the current request's reply went out (the source copy of
-	 * a finished migration: the CLI does not wait for its process to exit) */
+	 * a finished migration, a saved domain: the CLI does not wait for its process to
+	 * exit) */
 	struct adom *destroy_after_reply;
 	uint32_t next_domid;
 	struct pool *pools;

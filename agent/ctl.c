@@ -1059,10 +1059,11 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 		rv = adom_destroy(d, &msg, ctx);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (rv < 0)
-			agent_log(a, "domain %u: destroying the migrated source: %s", domid,
+			agent_log(a, "domain %u: destroying it after the reply: %s", domid,
 				  msg ? msg : strerror(-rv));
 		else
-			agent_log(a, "domain %u: migrated source copy destroyed in %.1f ms", domid,
+			agent_log(a, "domain %u: destroyed after the reply (saved or migrated) in "
+				  "%.1f ms", domid,
 				  (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
 	}
 	talloc_free(ctx);

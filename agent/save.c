@@ -140,10 +140,9 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 			return failmsg(rep, ctx, rv, "saved, but unpause failed: %s", msg);
 		return 0;
 	}
-	rv = adom_destroy(d, &msg, ctx);
-	if (rv < 0)
-		return failmsg(rep, ctx, rv, "saved, but destroying the domain failed: %s",
-			       msg ? msg : strerror(-rv));
+	/* saved and paused: destroyed right after the CLI has its answer (ctl.c), before
+	 * any other request */
+	a->destroy_after_reply = d;
 	return 0;
 fail:
 	if (fd >= 0)

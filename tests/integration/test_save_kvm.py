@@ -206,7 +206,9 @@ def test_kvm_cpu_mismatch_refused_before_anything_moves(tmp_path):
         d = create(b, tmp_path)
         r = b.xst("migrate", "vk", a.addr)
         assert r.stdout.startswith("migrated domain "), r.stdout
-        n = last_counter(a, a.domid("vk"))
+        d2 = a.domid("vk")
+        wait_for(lambda: counters(a.console_log(d2)), what="counters on host1")
+        n = last_counter(a, d2)
         r = a.xst("migrate", "vk", c.addr, check=False)   # c hides mmx too
         assert r.returncode == 1 and "the guest may use mmx" in r.stderr, r.stderr
         wait_counter_after(a, a.domid("vk"), n)
