@@ -94,6 +94,9 @@ struct agent {
 	 * a finished migration, a saved domain: the CLI does not wait for its process to
 	 * exit) */
 	struct adom *destroy_after_reply;
+	/* domid (0: none) whose config goes to its domain process after the reply: a
+	 * domain that just migrated in or was restored runs already */
+	uint32_t save_config_after_reply;
 	uint32_t next_domid;
 	struct pool *pools;
 	uint32_t next_pool_id;

@@ -1048,6 +1048,13 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 	rv = xst_rpc_reply_msg(srv, &rep.base);
 	if (rv < 0)
 		agent_log(a, "reply: %s", strerror(-rv));
+	if (a->save_config_after_reply) {
+		struct adom *d = adom_by_id(a, a->save_config_after_reply);
+
+		a->save_config_after_reply = 0;
+		if (d)
+			adom_save_config(d); /* logs its own failure */
+	}
 	if (a->destroy_after_reply) {
 		struct adom *d = a->destroy_after_reply;
 		uint32_t domid = d->domid;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <talloc.h>
 
@@ -1370,20 +1371,27 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	char *msg = NULL;
 	int rv;
 
+	struct timespec ts[5];
+	int k;
+
 	if (len != 8 || get64(p) != r->hash)
 		return rx_fail(r, -EINVAL, "checksum mismatch: the stream is corrupted");
 	if (!r->d || !r->have_state)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
+	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
 	if (r->xs)
 		rx_xenstore(r);
+	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
 	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
 	 * without fds, makes xstored reset the ring it already holds. */
 	rv = xs_client_introduce(r->a->xs, r->d->domid, r->d->ring_gfn, 1, NULL);
 	if (rv < 0)
 		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
 			       strerror(-rv));
+	clock_gettime(CLOCK_MONOTONIC, &ts[2]);
 	if (r->xw)
 		rx_xs_watches(r);
+	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
 	if (!r->paused) {
 		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
 		req.unpause = &e;
@@ -1391,9 +1399,19 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		if (rv < 0)
 			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
 	}
-	rv = adom_save_config(r->d);
-	if (rv < 0)
-		agent_log(r->a, "domain %u: storing its config: %s", r->d->domid, strerror(-rv));
+	clock_gettime(CLOCK_MONOTONIC, &ts[4]);
+	/* its config goes to the domain process once the answer is out (ctl.c) */
+	r->a->save_config_after_reply = r->d->domid;
+	{
+		double ms[4];
+
+		for (k = 0; k < 4; k++)
+			ms[k] = (ts[k + 1].tv_sec - ts[k].tv_sec) * 1e3 +
+				(ts[k + 1].tv_nsec - ts[k].tv_nsec) / 1e6;
+		agent_log(r->a, "domain %u: resumed after the end record in %.1f ms (xenstore "
+			  "nodes %.1f, ring reset %.1f, watches %.1f, unpause %.1f)", r->d->domid,
+			  ms[0] + ms[1] + ms[2] + ms[3], ms[0], ms[1], ms[2], ms[3]);
+	}
 	r->done = true;
 	return 0;
 }
