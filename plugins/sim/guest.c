@@ -159,10 +159,11 @@ static void console_tick(struct sim_vm *s, uint64_t now)
 static uint64_t working_set(struct sim_vm *s)
 {
 	uint64_t ws = s->npages - 1; /* never the ring page */
+	uint64_t target = atomic_load(&s->mem_target_kib) / 4; /* ballooned out above it */
 
 	if (s->wl.ws_pages && s->wl.ws_pages < ws)
 		ws = s->wl.ws_pages;
-	return ws;
+	return target < ws ? target : ws;
 }
 
 static void dirty_tick(struct sim_vm *s, struct sim_vcpu *sv, uint64_t now)

@@ -2,6 +2,7 @@
  * sim core: the ops table.  See sim.h for the design.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -113,13 +114,29 @@ static void sim_vm_destroy(struct xst_vm *vm)
 	pthread_mutex_destroy(&s->con_lock);
 }
 
+/*
+ * The sim guest's balloon: it follows its target at once.  Pages from the target up
+ * (but the ring page, the last one) leave the guest's working set and go back to the
+ * host (holes punched in the RAM memfd: they read as zero, and a migration or save
+ * skips them); the dirty log marks them, since their content changed.  A larger target
+ * gives the guest its pages back (zero).
+ */
 static int sim_vm_set_mem_target(struct xst_vm *vm, uint64_t kib)
 {
 	struct sim_vm *s = sim_vm(vm);
+	uint64_t first = kib / 4, g;
 
 	if (kib > atomic_load(&s->mem_max_kib) || kib < 4)
 		return -EINVAL;
 	atomic_store(&s->mem_target_kib, kib);
+	if (first < s->ring_gfn) {
+		if (fallocate(s->mem_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(first * XST_PAGE_SIZE),
+			      (off_t)((s->ring_gfn - first) * XST_PAGE_SIZE)) < 0)
+			return -errno;
+		for (g = first; g < s->ring_gfn; g++)
+			sim_guest_touch(s, g);
+	}
 	return 0;
 }
 

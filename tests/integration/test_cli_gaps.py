@@ -400,3 +400,30 @@ def test_cpupool_confines_its_domains(host):
     assert vcpu_effective(host, "pooled") == ["all", "all"] or \
         vcpu_effective(host, "pooled") == ["%s-%s" % (a, b)] * 2, vcpu_effective(host, "pooled")
     host.xst("destroy", "pooled")
+
+
+def rss_shmem_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_mem_set_balloons_a_sim_guest(host):
+    """The sim guest's balloon follows memory/target: pages above it go back to the host
+    and the guest keeps to the rest; xst list shows the new size; it can grow again."""
+    host.xst("create", host.cfg("bal", 'name = "bal"\nmemory = 128\nvcpus = 1\n'
+                                'workload = "dirty=256M/s,ws=96M"\n'))
+    d = host.dom("bal")
+    pid = d["pid"]
+    wait_for(lambda: rss_shmem_kib(pid) > 90 * 1024, timeout=20, what="96 MiB dirtied")
+    host.xst("mem-set", "bal", "32m")
+    assert host.dom("bal")["mem_kib"] == 32 * 1024
+    assert host.xs("xenstore-read", "/local/domain/%d/memory/target" % d["domid"]) \
+        .stdout.strip() == str(32 * 1024)
+    time.sleep(1)
+    assert rss_shmem_kib(pid) < 40 * 1024, rss_shmem_kib(pid)
+    host.xst("mem-set", "bal", "128m")
+    wait_for(lambda: rss_shmem_kib(pid) > 90 * 1024, timeout=20, what="the guest grew back")
+    host.xst("destroy", "bal")
