@@ -228,7 +228,11 @@ static int xs_start(void)
 	con_puts("xstguest: name=");
 	con_puts(name);
 	con_puts("\n");
-	if (xs_write("data/status", "running") < 0)
+	/* a reply may take long on a loaded host (each request gives up after 1 s) */
+	int tries = 0;
+	while (xs_write("data/status", "running") < 0 && ++tries < 10)
+		;
+	if (tries == 10)
 		con_puts("xstguest: xenstore write data/status failed\n");
 	if (xs_watch("control/shutdown", "ctl") < 0)
 		con_puts("xstguest: xenstore watch control/shutdown failed\n");
