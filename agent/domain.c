@@ -490,9 +490,18 @@ static void random_uuid(uint8_t u[16])
 	u[8] = (u[8] & 0x3f) | 0x80; /* variant */
 }
 
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused, struct adom **out,
 		char **msg, void *ctx)
 {
+	double tm[5] = { 0 }; /* ms: spawn, ready, connected, ring, done */
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__Create cr = XSTDOM__CREATE__INIT;
 	Xstdom__VmConfig vc;
@@ -557,6 +566,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		d->affinity[i] = talloc_strdup(d->affinity, cfg->cpus ? cfg->cpus : "all");
 	core = strcmp(cfg->core, "auto") == 0 ? a->core : cfg->core;
 
+	tm[0] = mono_now();
 	rv = spawn_domain(a, domid, core, &d->pid, &handoff);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "cannot start %s: %s", a->domain_bin, strerror(-rv));
@@ -575,12 +585,14 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 				       domid, why ? why : strerror(-rv), a->rundir, domid);
 		goto fail;
 	}
+	tm[1] = mono_now();
 	rv = dom_connect(d);
 	if (rv < 0) {
 		emsg =
 		    talloc_asprintf(ctx, "cannot connect to the domain process: %s", strerror(-rv));
 		goto fail;
 	}
+	tm[2] = mono_now();
 	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
 	if (rv < 0)
 		goto fail;
@@ -602,6 +614,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		goto fail;
 	}
 	d->ring_gfn = gfn;
+	tm[3] = mono_now();
 	rv = xs_client_introduce(a->xs, domid, gfn, 1, fds);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "xenstored refused to introduce domain %u: %s", domid,
@@ -629,8 +642,11 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	close(handoff);
-	agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s", domid, d->name,
-		  d->uuid_str, core, (int)d->pid, paused ? ", paused" : "");
+	tm[4] = mono_now();
+	agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s (%.1f ms: process up "
+		  "%.1f, connected %.1f, vm created %.1f, xenstore %.1f)", domid, d->name,
+		  d->uuid_str, core, (int)d->pid, paused ? ", paused" : "", tm[4] - tm[0],
+		  tm[1] - tm[0], tm[2] - tm[1], tm[3] - tm[2], tm[4] - tm[3]);
 	*out = d;
 	return 0;
 fail:

@@ -29,6 +29,7 @@
 
 #include "agent/agent.h"
 #include "store/xs_client.h"
+#include "store/xs_proto.h"
 
 int agent_xs_reconnect(struct agent *a)
 {
@@ -69,18 +70,80 @@ int layout_xs_read(struct agent *a, void *ctx, const char *path, char **val)
 	return rv;
 }
 
-static int xs_perms(struct agent *a, const char *path, const char *p0, const char *p1)
-{
-	const char *perms[2] = {p0, p1};
-
-	return xs_client_set_perms(a->xs, 0, path, perms, p1 ? 2 : 1);
-}
-
+/*
+ * Layout writes are queued and go to xstored in pipelined batches (xs_client_batch): a
+ * domain's layout costs a round trip or two, not one per node.  xstored handles a
+ * connection's requests in order, so a MKDIR and its SET_PERMS come before the nodes
+ * that inherit those perms.
+ */
 struct lw {
 	struct agent *a;
 	void *ctx;
 	int err;
+	struct xs_batch_op ops[XS_BATCH_MAX];
+	unsigned int n;
 };
+
+static void lw_flush(struct lw *l)
+{
+	unsigned int i;
+	int rv;
+
+	if (!l->n || l->err) {
+		l->n = 0;
+		return;
+	}
+	rv = xs_client_batch(l->a->xs, l->ops, l->n, l->ctx);
+	if (conn_lost(rv) && agent_xs_reconnect(l->a) == 0)
+		rv = xs_client_batch(l->a->xs, l->ops, l->n, l->ctx); /* all idempotent */
+	if (rv < 0) {
+		agent_log(l->a, "xenstore: %s", strerror(-rv));
+		l->err = rv;
+	}
+	for (i = 0; rv == 0 && i < l->n; i++) {
+		if (l->ops[i].err < 0) {
+			agent_log(l->a, "xenstore %s %s: %s",
+				  l->ops[i].type == XS_WRITE ? "write" :
+				  l->ops[i].type == XS_MKDIR ? "mkdir" : "set perms",
+				  (const char *)l->ops[i].payload, strerror(-l->ops[i].err));
+			l->err = l->ops[i].err;
+			break;
+		}
+	}
+	l->n = 0;
+}
+
+/* Queue a request whose payload is the strings a, b, c (NULL ends), each with its NUL but
+ * the last when `raw_last` (a WRITE's value). */
+static void lw_op(struct lw *l, uint32_t type, const char *a, const char *b, const char *c,
+		  bool raw_last)
+{
+	const char *s[3] = { a, b, c };
+	size_t len = 0, k;
+	char *buf;
+	unsigned int i, n = 0;
+
+	if (l->err)
+		return;
+	for (i = 0; i < 3 && s[i]; i++)
+		n++;
+	for (i = 0; i < n; i++)
+		len += strlen(s[i]) + (raw_last && i == n - 1 ? 0 : 1);
+	buf = talloc_size(l->ctx, len ? len : 1);
+	if (!buf || !a) {
+		l->err = -ENOMEM;
+		return;
+	}
+	for (i = 0, k = 0; i < n; i++) {
+		size_t sl = strlen(s[i]) + (raw_last && i == n - 1 ? 0 : 1);
+
+		memcpy(buf + k, s[i], sl);
+		k += sl;
+	}
+	l->ops[l->n++] = (struct xs_batch_op){ .type = type, .payload = buf, .len = len };
+	if (l->n == XS_BATCH_MAX)
+		lw_flush(l);
+}
 
 static void w(struct lw *l, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -88,40 +151,27 @@ static void w(struct lw *l, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 	char *v;
-	int rv;
 
 	if (l->err)
 		return;
 	va_start(ap, fmt);
 	v = talloc_vasprintf(l->ctx, fmt, ap);
 	va_end(ap);
-	if (!v) {
+	if (!v || !path) {
 		l->err = -ENOMEM;
 		return;
 	}
-	rv = layout_xs_write(l->a, path, v);
-	if (rv < 0) {
-		agent_log(l->a, "xenstore write %s: %s", path, strerror(-rv));
-		l->err = rv;
-	}
+	lw_op(l, XS_WRITE, path, v, NULL, true);
 }
 
 static void mk(struct lw *l, const char *path, const char *p0, const char *p1)
 {
-	int rv;
-
-	if (l->err)
-		return;
-	rv = xs_client_mkdir(l->a->xs, 0, path);
-	if (rv == 0 && p0)
-		rv = xs_perms(l->a, path, p0, p1);
-	if (rv < 0) {
-		agent_log(l->a, "xenstore mkdir %s: %s", path, strerror(-rv));
-		l->err = rv;
-	}
+	lw_op(l, XS_MKDIR, path, NULL, NULL, false);
+	if (p0)
+		lw_op(l, XS_SET_PERMS, path, p0, p1, false);
 }
 
-/* Writes happen one by one; a half-written layout is removed by the caller. */
+/* A half-written layout is removed by the caller. */
 int layout_write(struct agent *a, struct adom *d)
 {
 	struct lw l = {.a = a, .ctx = talloc_new(a)};
@@ -193,6 +243,7 @@ int layout_write(struct agent *a, struct adom *d)
 	w(&l, talloc_asprintf(l.ctx, "%s/sched/cap", lx), "%u", d->cap);
 	for (i = 0; i < c->maxvcpus; i++)
 		w(&l, talloc_asprintf(l.ctx, "%s/vcpu/%u/affinity", lx, i), "%s", d->affinity[i]);
+	lw_flush(&l);
 	talloc_free(l.ctx);
 	return l.err;
 }
@@ -206,6 +257,7 @@ int layout_set_ring(struct agent *a, struct adom *d)
 	w(&l, talloc_asprintf(l.ctx, "/local/domain/%u/store/port", d->domid), "%u", 1);
 	w(&l, talloc_asprintf(l.ctx, "/local/domain/%u/store/ring-ref", d->domid), "%" PRIu64,
 	  d->ring_gfn);
+	lw_flush(&l);
 	talloc_free(l.ctx);
 	return l.err;
 }
