@@ -161,7 +161,6 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 	struct stat st;
 	uint8_t *map = MAP_FAILED;
 	char err[200];
-	size_t off;
 	double t0 = now_s();
 	int fd, rv;
 
@@ -184,11 +183,8 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 		return failmsg(rep, ctx, rv, "%s: %s", r->file, err);
 	}
 	rv = stream_rx_new(a, ctx, r->has_paused && r->paused, &rx);
-	for (off = 0; rv == 0 && off < (size_t)st.st_size; off += STREAM_CHUNK) {
-		size_t n = st.st_size - off < STREAM_CHUNK ? st.st_size - off : STREAM_CHUNK;
-
-		rv = stream_rx_feed(rx, map + off, n);
-	}
+	if (rv == 0)
+		rv = stream_rx_feed(rx, map, (size_t)st.st_size); /* records read in place */
 	munmap(map, st.st_size);
 	if (rv < 0 || !stream_rx_done(rx)) {
 		if (rv == 0)

@@ -1457,15 +1457,10 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 	}
 }
 
-int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
+static int rx_reserve(struct stream_rx *r, size_t need)
 {
-	size_t off = 0;
-	int rv = 0;
-
-	if (r->failed)
-		return rx_fail(r, -EINVAL, "stream already failed");
-	if (r->len + len > r->cap) {
-		size_t cap = (r->len + len) * 2;
+	if (need > r->cap) {
+		size_t cap = need * 2;
 		uint8_t *nb = talloc_realloc(r, r->buf, uint8_t, cap);
 
 		if (!nb)
@@ -1473,10 +1468,36 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 		r->buf = nb;
 		r->cap = cap;
 	}
-	memcpy(r->buf + r->len, buf, len);
-	r->len += len;
-	while (r->len - off >= HDR_LEN) {
-		const uint8_t *h = r->buf + off;
+	return 0;
+}
+
+/*
+ * Records are acted on straight from the caller's buffer when nothing is pending (a
+ * migration's chunks end on record boundaries, a restore feeds the whole mapped file):
+ * only a record cut by the end of a chunk is copied, to be completed by the next one.
+ */
+int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
+{
+	const uint8_t *src;
+	size_t off = 0, avail;
+	int rv = 0;
+
+	if (r->failed)
+		return rx_fail(r, -EINVAL, "stream already failed");
+	if (r->len == 0) {
+		src = buf;
+		avail = len;
+	} else {
+		rv = rx_reserve(r, r->len + len);
+		if (rv < 0)
+			return rv;
+		memcpy(r->buf + r->len, buf, len);
+		r->len += len;
+		src = r->buf;
+		avail = r->len;
+	}
+	while (avail - off >= HDR_LEN) {
+		const uint8_t *h = src + off;
 		uint32_t type = get32(h);
 		uint64_t rl = get64(h + 8), total;
 
@@ -1485,7 +1506,7 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 			break;
 		}
 		total = HDR_LEN + pad8(rl);
-		if (r->len - off < total)
+		if (avail - off < total)
 			break;
 		rv = rx_record(r, type, h + HDR_LEN, rl);
 		if (rv < 0)
@@ -1494,8 +1515,18 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 			r->hash = fnv(r->hash, h, total);
 		off += total;
 	}
-	memmove(r->buf, r->buf + off, r->len - off);
-	r->len -= off;
+	/* keep what is left (a record cut by the chunk's end) */
+	if (src != buf) {
+		memmove(r->buf, r->buf + off, avail - off);
+		r->len = avail - off;
+	} else if (off < avail) {
+		if (rx_reserve(r, avail - off) == 0) {
+			memcpy(r->buf, src + off, avail - off);
+			r->len = avail - off;
+		} else if (rv == 0) {
+			rv = -ENOMEM;
+		}
+	}
 	if (rv < 0) {
 		rx_fail(r, rv, "%s", strerror(-rv));
 		stream_rx_abort(r, r->error);
