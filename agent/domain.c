@@ -721,11 +721,9 @@ int adom_destroy(struct adom *d, char **msg, void *ctx)
 			  strerror(-rv), (int)d->pid);
 		kill_domain_process(d);
 	} else if (d->our_child && d->pid > 0) {
-		/* It exits right after replying; reap it so no zombie is left behind. */
-		int i;
-
-		for (i = 0; i < 5000 && waitpid(d->pid, NULL, WNOHANG) == 0; i++)
-			usleep(1000);
+		/* It removed its files and exits right after replying: reap it if it is gone
+		 * already, else agent_supervise does within a second. */
+		waitpid(d->pid, NULL, WNOHANG);
 	}
 	talloc_free(tmp);
 	adom_cleanup(d);

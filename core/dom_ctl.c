@@ -388,6 +388,12 @@ static int h_destroy(struct call *c)
 	d->state = DOM_DYING;
 	pthread_mutex_unlock(&d->lock);
 	dom_vcpus_stop(d);
+	/* The run-directory files go before the reply: once the agent has it, nothing of
+	 * the domain is left to find (the process itself exits a moment later). */
+	unlink(d->state_path);
+	unlink(d->ipc_url + strlen("ipc://"));
+	unlink(d->events_url + strlen("ipc://"));
+	unlink(d->console_path);
 	dom_log("domain %u destroyed", d->domid);
 	c->exit_after = true;
 	return 0;
