@@ -6,6 +6,8 @@
  *   agent-rawclient URL garbage
  *   agent-rawclient URL migdata SESSION SEQ    (a MigData chunk of 4 junk bytes)
  *   agent-rawclient URL migabort SESSION
+ *   agent-rawclient URL migfile SESSION FILE CHUNK  (a save file as one incoming
+ *                                                   migration, in CHUNK-byte pieces)
  *
  * Prints the reply as "error=<n> message=<text>" and exits 0 when a reply came.
  */
@@ -76,6 +78,30 @@ int main(int argc, char **argv)
 		req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
 		req.mig_data = &md;
 		rv = xst_rpc_call_msg(r, &req.base, 30000, &xstagent__reply__descriptor, ctx, &m);
+	} else if (strcmp(argv[2], "migfile") == 0 && argc == 6) {
+		FILE *f = fopen(argv[4], "rb");
+		size_t chunk = strtoul(argv[5], NULL, 0), n;
+		uint8_t *buf = chunk ? talloc_size(ctx, chunk) : NULL;
+
+		if (!f || !buf) {
+			fprintf(stderr, "%s: %s\n", argv[4], strerror(errno));
+			return 1;
+		}
+		md.session = strtoull(argv[3], NULL, 0);
+		md.has_seq = md.has_data = true;
+		rv = 0;
+		while (rv == 0 && (n = fread(buf, 1, chunk, f)) > 0) {
+			md.data.data = buf;
+			md.data.len = n;
+			req.body_case = XSTAGENT__REQUEST__BODY_MIG_DATA;
+			req.mig_data = &md;
+			rv = xst_rpc_call_msg(r, &req.base, 120000, &xstagent__reply__descriptor, ctx,
+					      &m);
+			md.seq++;
+			if (rv == 0 && ((Xstagent__Reply *)m)->error)
+				break; /* print the refusal */
+		}
+		fclose(f);
 	} else {
 		return 2;
 	}
