@@ -472,9 +472,12 @@ struct xs_walk {
 	unsigned int nodes;
 };
 
-static int xs_walk_add(struct xs_walk *w, const char *rel, const char *val, size_t vlen)
+/* One XENSTORE entry: u32 path len, u32 value len, u32 perms len, u32 0, path, value,
+ * perms (GET_PERMS' reply: NUL-terminated "n0", "r5", ...). */
+static int xs_walk_add(struct xs_walk *w, const char *rel, const char *val, size_t vlen,
+		       const char *perms, size_t plen)
 {
-	size_t rl = strlen(rel), need = w->len + 8 + rl + vlen;
+	size_t rl = strlen(rel), need = w->len + 16 + rl + vlen + plen;
 	uint8_t *nb = talloc_realloc(NULL, w->buf, uint8_t, need);
 
 	if (!nb)
@@ -482,15 +485,19 @@ static int xs_walk_add(struct xs_walk *w, const char *rel, const char *val, size
 	w->buf = nb;
 	put32(nb + w->len, rl);
 	put32(nb + w->len + 4, vlen);
-	memcpy(nb + w->len + 8, rel, rl);
-	memcpy(nb + w->len + 8 + rl, val, vlen);
+	put32(nb + w->len + 8, plen);
+	put32(nb + w->len + 12, 0);
+	memcpy(nb + w->len + 16, rel, rl);
+	memcpy(nb + w->len + 16 + rl, val, vlen);
+	if (plen)
+		memcpy(nb + w->len + 16 + rl + vlen, perms, plen);
 	w->len = need;
 	return 0;
 }
 
 /*
- * The subtree under base, level by level: for each level, READ and DIRECTORY of all
- * its nodes go to xenstored in pipelined batches (xs_client_batch), so a guest's
+ * The subtree under base, level by level: for each level, READ, GET_PERMS and DIRECTORY
+ * of all its nodes go to xenstored in pipelined batches (xs_client_batch), so a guest's
  * subtree costs a few round trips, not two per node: this runs while the guest is
  * paused for a migration.  Nodes that vanish meanwhile are skipped.
  */
@@ -517,9 +524,9 @@ static int xs_walk(struct xs_walk *w, const char *base)
 		nnext = 0;
 		for (i = 0; i < nlevel && rv == 0; i += chunk) {
 			struct xs_batch_op ops[XS_BATCH_MAX];
-			char *paths[XS_BATCH_MAX / 2];
+			char *paths[XS_BATCH_MAX / 3];
 
-			chunk = nlevel - i < XS_BATCH_MAX / 2 ? nlevel - i : XS_BATCH_MAX / 2;
+			chunk = nlevel - i < XS_BATCH_MAX / 3 ? nlevel - i : XS_BATCH_MAX / 3;
 			for (k = 0; k < chunk; k++) {
 				const char *rel = level[i + k];
 
@@ -529,13 +536,15 @@ static int xs_walk(struct xs_walk *w, const char *base)
 					rv = -ENOMEM;
 					break;
 				}
-				ops[2 * k] = (struct xs_batch_op){ .type = XS_READ, .payload = paths[k],
+				ops[3 * k] = (struct xs_batch_op){ .type = XS_READ, .payload = paths[k],
 								   .len = strlen(paths[k]) + 1 };
-				ops[2 * k + 1] = ops[2 * k];
-				ops[2 * k + 1].type = XS_DIRECTORY;
+				ops[3 * k + 1] = ops[3 * k];
+				ops[3 * k + 1].type = XS_DIRECTORY;
+				ops[3 * k + 2] = ops[3 * k];
+				ops[3 * k + 2].type = XS_GET_PERMS;
 			}
 			if (rv == 0)
-				rv = xs_client_batch(w->a->xs, ops, 2 * chunk, tmp);
+				rv = xs_client_batch(w->a->xs, ops, 3 * chunk, tmp);
 			for (k = 0; rv == 0 && k < chunk; k++) {
 				const char *rel = level[i + k];
 				size_t off;
@@ -544,12 +553,16 @@ static int xs_walk(struct xs_walk *w, const char *base)
 					rv = -E2BIG;
 					break;
 				}
-				if (rel[0] && ops[2 * k].err == 0)
-					rv = xs_walk_add(w, rel, ops[2 * k].reply, ops[2 * k].reply_len);
-				if (rv < 0 || ops[2 * k + 1].err < 0)
+				if (rel[0] && ops[3 * k].err == 0)
+					rv = xs_walk_add(w, rel, ops[3 * k].reply, ops[3 * k].reply_len,
+							 ops[3 * k + 2].err == 0 ? ops[3 * k + 2].reply
+										 : NULL,
+							 ops[3 * k + 2].err == 0
+								 ? ops[3 * k + 2].reply_len : 0);
+				if (rv < 0 || ops[3 * k + 1].err < 0)
 					continue; /* vanished meanwhile */
-				for (off = 0; rv == 0 && off < ops[2 * k + 1].reply_len;) {
-					const char *name = ops[2 * k + 1].reply + off;
+				for (off = 0; rv == 0 && off < ops[3 * k + 1].reply_len;) {
+					const char *name = ops[3 * k + 1].reply + off;
 					size_t nl = strlen(name);
 					char **nn;
 
@@ -646,12 +659,15 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	char *base;
 	int rv;
 
-	w.buf = talloc_size(NULL, 1);
+	w.buf = talloc_size(NULL, 8);
 	base = w.buf ? talloc_asprintf(w.buf, "/local/domain/%u", d->domid) : NULL;
 	if (!base) {
 		talloc_free(w.buf);
 		return -ENOMEM;
 	}
+	put32(w.buf, d->domid); /* perms naming it are moved to the new domid */
+	put32(w.buf + 4, 0);
+	w.len = 8;
 	rv = xs_walk(&w, base);
 	if (rv == 0)
 		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
@@ -1248,34 +1264,77 @@ out:
 	return rv;
 }
 
-/* Recreate the guest's own nodes (data/..., device/...) that the layout did not: one
- * pipelined batch of READs to see which exist, one of WRITEs for the others. */
+/* SET_PERMS payload for path from a GET_PERMS reply taken on the source: entries naming
+ * the source domid name the new one. */
+static char *perms_moved(void *ctx, const char *path, const char *perms, size_t plen,
+			 uint32_t old, uint32_t new, size_t *len_out)
+{
+	char *out = talloc_strdup(ctx, path);
+	size_t off, len;
+
+	if (!out)
+		return NULL;
+	len = strlen(path) + 1;
+	for (off = 0; off < plen;) {
+		const char *e = perms + off;
+		size_t el = strnlen(e, plen - off);
+		char *end;
+		unsigned long id;
+
+		off += el + 1;
+		if (el < 2)
+			continue;
+		id = strtoul(e + 1, &end, 10);
+		out = talloc_realloc(ctx, out, char, len + el + 16);
+		if (!out)
+			return NULL;
+		if (*end == '\0' && id == old)
+			len += (size_t)sprintf(out + len, "%c%u", e[0], new) + 1;
+		else
+			len += (size_t)sprintf(out + len, "%.*s", (int)el, e) + 1;
+	}
+	*len_out = len;
+	return out;
+}
+
+/*
+ * Recreate the guest's own nodes (data/..., device/...) that the layout did not, and
+ * give every node of the subtree the permissions it had at the source (the source's
+ * domid moved to the new one): one pipelined batch of READs to see which exist, one of
+ * WRITEs and SET_PERMS.
+ */
 static void rx_xenstore(struct stream_rx *r)
 {
-	struct xs_batch_op ops[XS_BATCH_MAX], wr[XS_BATCH_MAX];
-	const uint8_t *vals[XS_BATCH_MAX];
-	uint32_t vlens[XS_BATCH_MAX];
-	size_t off = 0;
+	struct xs_batch_op ops[XS_BATCH_MAX / 3], wr[XS_BATCH_MAX];
+	const uint8_t *vals[XS_BATCH_MAX / 3], *perms[XS_BATCH_MAX / 3];
+	uint32_t vlens[XS_BATCH_MAX / 3], plens[XS_BATCH_MAX / 3], old;
+	size_t off = 8;
 	unsigned int n, k, nw;
 
-	while (off + 8 <= r->xs_len) {
+	if (r->xs_len < 8)
+		return;
+	old = get32(r->xs);
+	while (off + 16 <= r->xs_len) {
 		void *tmp = talloc_new(r);
 
 		if (!tmp)
 			return;
-		for (n = 0; n < XS_BATCH_MAX && off + 8 <= r->xs_len;) {
+		for (n = 0; n < XS_BATCH_MAX / 3 && off + 16 <= r->xs_len;) {
 			uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
+			uint32_t ml = get32(r->xs + off + 8);
 			char *path;
 
-			if (off + 8 + (size_t)pl + vl > r->xs_len) {
+			if (off + 16 + (size_t)pl + vl + ml > r->xs_len) {
 				off = r->xs_len; /* cut short: the rest is lost */
 				break;
 			}
 			path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
-					       (const char *)r->xs + off + 8);
-			vals[n] = r->xs + off + 8 + pl;
+					       (const char *)r->xs + off + 16);
+			vals[n] = r->xs + off + 16 + pl;
 			vlens[n] = vl;
-			off += 8 + (size_t)pl + vl;
+			perms[n] = r->xs + off + 16 + pl + vl;
+			plens[n] = ml;
+			off += 16 + (size_t)pl + vl + ml;
 			if (!path || strstr(path, "..") || strlen(path) + 1 + vl > XS_PAYLOAD_MAX)
 				continue;
 			ops[n] = (struct xs_batch_op){ .type = XS_READ, .payload = path,
@@ -1285,18 +1344,26 @@ static void rx_xenstore(struct stream_rx *r)
 		nw = 0;
 		if (xs_client_batch(r->a->xs, ops, n, tmp) == 0) {
 			for (k = 0; k < n; k++) {
-				size_t plen = ops[k].len;
+				size_t plen = ops[k].len, ml;
 				char *buf;
 
-				if (ops[k].err != -ENOENT)
-					continue; /* there already (the layout wrote it) */
-				buf = talloc_size(tmp, plen + vlens[k] + 1);
-				if (!buf)
-					break;
-				memcpy(buf, ops[k].payload, plen);
-				memcpy(buf + plen, vals[k], vlens[k]);
-				wr[nw++] = (struct xs_batch_op){ .type = XS_WRITE, .payload = buf,
-								 .len = plen + vlens[k] };
+				if (ops[k].err == -ENOENT) {
+					/* not there (the layout did not write it): recreate */
+					buf = talloc_size(tmp, plen + vlens[k] + 1);
+					if (!buf)
+						break;
+					memcpy(buf, ops[k].payload, plen);
+					memcpy(buf + plen, vals[k], vlens[k]);
+					wr[nw++] = (struct xs_batch_op){ .type = XS_WRITE, .payload = buf,
+									 .len = plen + vlens[k] };
+				}
+				if (!plens[k])
+					continue;
+				buf = perms_moved(tmp, ops[k].payload, (const char *)perms[k], plens[k],
+						  old, r->d->domid, &ml);
+				if (buf && ml <= XS_PAYLOAD_MAX)
+					wr[nw++] = (struct xs_batch_op){ .type = XS_SET_PERMS,
+									 .payload = buf, .len = ml };
 			}
 			if (xs_client_batch(r->a->xs, wr, nw, tmp) == 0)
 				for (k = 0; k < nw; k++)

@@ -63,6 +63,9 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     a, b = lab2.hosts
     d = create(a, tmp_path, mem=128)
     a.xs("xenstore-write", "/local/domain/%d/data/app" % d, "state-7")
+    # a node with its own permissions: the guest owns it, domain 7 may read it
+    a.xs("xenstore-write", "/local/domain/%d/device/vif/0/state" % d, "4")
+    a.xs("xenstore-chmod", "/local/domain/%d/device/vif/0/state" % d, "n%d" % d, "r7")
     # one more watch of the guest's, absolute under its home
     xa = SockConn(a.socket)
     wait_for(lambda: xa.call("CONTROL", "domain-watches", str(d)) ==
@@ -94,6 +97,13 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     assert "booting" not in log
     # xenstore state recreated there; the guest's xenbus client works on the new ring
     assert b.xs("xenstore-read", "/local/domain/%d/data/app" % d2).stdout.strip() == "state-7"
+    # ... with its permissions, the guest's own domid moved to the new one
+    xb = SockConn(b.socket)
+    assert xb.call("GET_PERMS", "/local/domain/%d/device/vif/0/state" % d2) == \
+        b"n%d\0r7\0" % d2
+    assert xb.call("GET_PERMS", "/local/domain/%d/data/app" % d2) == \
+        b"n%d\0" % d2
+    xb.close()
     assert b.xs("xenstore-read", "/local/domain/%d/name" % d2).stdout.strip() == "vm1"
     b.xst("shutdown", "-w", "vm1", timeout=60)
     assert b.domains() == {}
