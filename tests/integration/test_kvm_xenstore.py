@@ -17,8 +17,10 @@ def setup_domain(xs, domid, name, perms=True):
     base = "/local/domain/%d" % domid
     xs.run("xenstore-write", base + "/name", name, base + "/control/shutdown", "",
            base + "/data/status", "booting")
+    # "name" last: a guest that runs already starts once it can read its name, and
+    # then writes data/status, which must be its own by then
     for p in (() if not perms else
-              ("", "/name", "/control", "/control/shutdown", "/data", "/data/status")):
+              ("", "/control", "/control/shutdown", "/data", "/data/status", "/name")):
         xs.run("xenstore-chmod", base + p, "n%d" % domid)
     return base
 
