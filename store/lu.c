@@ -18,9 +18,11 @@
  * (or the exec itself) leaves this daemon serving and answers `-s` with the
  * reason; held requests are then processed in order. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +70,23 @@ static int lu_argc;
 static char **lu_argv;
 static int lu_listen_fd = -1;
 
-static uint64_t now_ms(void)
+static uint64_t now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+/* Milliseconds between two now_us() readings, for the trace. */
+static double ms_since(uint64_t from, uint64_t to)
+{
+	return (double)(to - from) / 1000.0;
 }
 
 void lu_init(int argc, char **argv, int listen_fd)
@@ -494,34 +507,38 @@ static char **new_argv(void *ctx, const char *const *tail, unsigned int ntail)
 	return v;
 }
 
-/* Runs the new binary in its check mode; NULL if it accepted the stream. */
+/* Runs the new binary in its check mode; NULL if it accepted the stream.  Spawned
+ * with posix_spawn (vfork semantics): forking this process would copy the page
+ * tables of the whole store and make its next writes copy-on-write faults. */
 static const char *preflight(void *ctx, const char *state)
 {
 	const char *tail[] = {"--check-stream", state};
 	char **argv = new_argv(ctx, tail, 2);
 	char out[512];
 	size_t got = 0;
-	int pfd[2], status;
+	int pfd[2], status, err;
 	pid_t pid;
 	uint64_t deadline = now_ms() + LU_CHECK_TIMEOUT_MS;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none;
 
 	if (!argv || pipe2(pfd, O_CLOEXEC) < 0)
 		return "cannot start the check";
-	pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return "cannot fork the check";
-	}
-	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(pfd[1], 1);
-		execv(lu->binary, argv);
-		_exit(127);
-	}
+	sigemptyset(&none);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	err = posix_spawn(&pid, lu->binary, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
 	close(pfd[1]);
+	if (err) {
+		close(pfd[0]);
+		return "the new binary could not be executed";
+	}
 	for (;;) {
 		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
 		uint64_t now = now_ms();
@@ -555,20 +572,51 @@ static const char *preflight(void *ctx, const char *state)
 			       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
+/* The stream goes to a sealed memfd the pre-flight and the new process open as
+ * /proc/self/fd/N (what an xst binary without memfd support reads like a file);
+ * the state file is the fallback.  Returns the path, *fd_out the memfd or -1. */
+static const char *state_store(void *ctx, const char *buf, size_t len, int *fd_out)
+{
+	const char *file = lu_state_path(ctx, opts.socket_path);
+	int fd = lu_memfd_write(buf, len);
+	char *path;
+
+	*fd_out = -1;
+	if (fd >= 0) {
+		path = talloc_asprintf(ctx, "/proc/self/fd/%d", fd);
+		if (path && access(path, R_OK) == 0) {
+			*fd_out = fd;
+			return path;
+		}
+		close(fd);
+	}
+	if (!file || lu_file_write(file, buf, len) < 0)
+		return NULL;
+	return file;
+}
+
+static void state_drop(const char *state, int fd)
+{
+	if (fd >= 0)
+		close(fd);
+	else
+		unlink(state);
+}
+
 static void activate(void)
 {
 	void *tmp = talloc_new(NULL);
-	const char *state = lu_state_path(tmp, opts.socket_path);
+	const char *state;
 	char okmsg[sizeof(struct xs_hdr) + 3];
 	struct xs_hdr h = lu->hdr;
 	struct lu_extra extra = {.conn = lu->conn, .data = okmsg, .len = sizeof(okmsg)};
 	const char *tail[] = {"-U"};
 	const char *why;
-	char **argv, *buf, *msg;
+	char **argv, *buf, *msg, stamp[24];
 	size_t len;
-	int ret;
+	int ret, sfd;
 
-	uint64_t t0 = now_ms(), t1, t2;
+	uint64_t t0 = now_us(), t1, t2, t3;
 
 	conn_flush_dirty();
 	h.len = 3;
@@ -580,35 +628,49 @@ static void activate(void)
 		session_end(msg ? msg : "Dump state error");
 		goto out;
 	}
-	if (!state || lu_file_write(state, buf, len) < 0) {
+	t1 = now_us();
+	state = state_store(tmp, buf, len, &sfd);
+	TALLOC_FREE(buf);
+	if (!state) {
 		session_end("Dump state open error");
 		goto out;
 	}
-	t1 = now_ms();
+	t2 = now_us();
 	set_cloexec(false);
+	if (sfd >= 0)
+		fcntl(sfd, F_SETFD, 0);
 	why = preflight(tmp, state);
-	t2 = now_ms();
+	t3 = now_us();
 	if (trace_on())
-		trace_printf("live-update: %zu bytes of state written in %lu ms, checked by the "
-			     "new binary in %lu ms\n",
-			     len, (unsigned long)(t1 - t0), (unsigned long)(t2 - t1));
+		trace_printf("live-update: %zu bytes of state built in %.1f ms, written%s in %.1f "
+			     "ms, checked by the new binary in %.1f ms\n",
+			     len, ms_since(t0, t1), sfd >= 0 ? " (memfd)" : "", ms_since(t1, t2),
+			     ms_since(t2, t3));
 	if (why) {
 		set_cloexec(true);
-		unlink(state);
+		state_drop(state, sfd);
 		msg = talloc_asprintf(tmp, "Error activating new binary.\n%s", why);
 		log_err("live-update: %s", why);
 		session_end(msg ? msg : "Error activating new binary.");
 		goto out;
 	}
 	argv = new_argv(tmp, tail, 1);
-	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0) {
+	/* XSTORED_LU_CHECKED: the pre-flight of this very binary accepted these sealed
+	 * bytes, the restore need not check them again */
+	snprintf(stamp, sizeof(stamp), "%" PRIu64, now_us());
+	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0 &&
+	    (sfd < 0 || setenv("XSTORED_LU_CHECKED", "1", 1) == 0) &&
+	    setenv("XSTORED_LU_EXEC_US", stamp, 1) == 0) {
 		fflush(NULL);
 		trace_flush();
 		execv(lu->binary, argv);
 		log_err("live-update: exec %s: %s", lu->binary, strerror(errno));
 	}
+	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_CHECKED");
+	unsetenv("XSTORED_LU_EXEC_US");
 	set_cloexec(true);
-	unlink(state);
+	state_drop(state, sfd);
 	session_end("Error activating new binary.");
 out:
 	talloc_free(tmp);
@@ -632,22 +694,45 @@ void lu_poll(void)
 
 int lu_startup(const char *path)
 {
-	char *buf, err[256] = "";
+	void *tmp = talloc_new(NULL);
+	const char *buf;
+	char err[256] = "";
 	size_t len;
-	int ret = lu_file_read(NULL, path, &buf, &len);
+	bool sealed = false, checked;
+	uint64_t exec_us;
+	int ret, fd = -1;
 
+	if (!tmp || !(path = talloc_strdup(tmp, path))) {
+		talloc_free(tmp);
+		return -ENOMEM;
+	}
+	ret = lu_file_map(tmp, path, &buf, &len, &sealed);
 	if (ret < 0) {
 		log_err("live-update: cannot read %s: %s", path, strerror(-ret));
-		return ret;
+		goto out;
 	}
-	unlink(path);
-	uint64_t t0 = now_ms();
-	ret = lu_stream_restore(buf, len, err, sizeof(err));
+	/* a memfd handed over by the old process: close our inherited copy */
+	if (sscanf(path, "/proc/self/fd/%d", &fd) == 1 && fd > 2)
+		close(fd);
+	else
+		unlink(path);
+	checked = sealed && getenv("XSTORED_LU_CHECKED") &&
+		  strcmp(getenv("XSTORED_LU_CHECKED"), "1") == 0;
+	exec_us = getenv("XSTORED_LU_EXEC_US") ? strtoull(getenv("XSTORED_LU_EXEC_US"), NULL, 10)
+					       : 0;
+	unsetenv("XSTORED_LU_CHECKED");
+	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_EXEC_US");
+	uint64_t t0 = now_us();
+	ret = lu_stream_restore(buf, len, checked, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
 	else if (trace_on())
-		trace_printf("live-update: %zu bytes of state restored in %lu ms\n", len,
-			     (unsigned long)(now_ms() - t0));
-	talloc_free(buf);
+		trace_printf("live-update: exec and start-up %.1f ms, %zu bytes of state restored "
+			     "in %.1f ms%s\n",
+			     exec_us && exec_us <= t0 ? ms_since(exec_us, t0) : -1.0, len,
+			     ms_since(t0, now_us()), checked ? " (checked by the pre-flight)" : "");
+out:
+	talloc_free(tmp);
 	return ret;
 }

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <talloc.h>
 #include <unistd.h>
@@ -112,33 +113,55 @@ static void wb_perms(struct wbuf *w, const struct xs_perm *p, unsigned int n)
 	}
 }
 
-static void wb_node(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
-		    unsigned int access, const struct xs_perm *p, unsigned int np, const char *val,
-		    uint32_t vlen)
+/* One NODE_DATA record, sized once and filled in place (the stream's hot path:
+ * one record per node). */
+static void wb_node_len(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
+			size_t plen, unsigned int access, const struct xs_perm *p, unsigned int np,
+			const char *val, uint32_t vlen)
 {
-	size_t plen = strlen(path) + 1;
-	size_t at;
+	size_t body, pad;
+	char *d;
 
 	if (vlen > UINT16_MAX || plen > UINT16_MAX || np > UINT16_MAX) {
 		w->err = -E2BIG;
 		return;
 	}
-	at = rec_begin(w, LU_REC_NODE);
-	wb_u32(w, conn_id);
-	wb_u32(w, tx_id);
-	wb_u16(w, (uint16_t)plen);
-	wb_u16(w, (uint16_t)vlen);
-	wb_u16(w, (uint16_t)access);
-	wb_u16(w, (uint16_t)np);
-	wb_perms(w, p, np);
-	wb_put(w, path, plen);
-	wb_put(w, val, vlen);
-	rec_end(w, at);
+	body = 16 + 4 * (size_t)np + plen + vlen;
+	pad = (8 - body % 8) % 8;
+	d = wb_room(w, 8 + body + pad);
+	if (!d)
+		return;
+	uint32_t h32[4] = {LU_REC_NODE, (uint32_t)(body + pad), conn_id, tx_id};
+	uint16_t h16[4] = {(uint16_t)plen, (uint16_t)vlen, (uint16_t)access, (uint16_t)np};
+	memcpy(d, h32, 16);
+	memcpy(d + 16, h16, 8);
+	d += 24;
+	for (unsigned int i = 0; i < np; i++, d += 4) {
+		d[0] = perm_char(p[i].bits);
+		d[1] = (p[i].bits & XS_PERM_IGNORE) ? 1 : 0;
+		uint16_t dom = (uint16_t)p[i].domid;
+		memcpy(d + 2, &dom, 2);
+	}
+	memcpy(d, path, plen);
+	if (vlen)
+		memcpy(d + plen, val, vlen);
+	memset(d + plen + vlen, 0, pad);
+}
+
+static void wb_node(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
+		    unsigned int access, const struct xs_perm *p, unsigned int np, const char *val,
+		    uint32_t vlen)
+{
+	wb_node_len(w, conn_id, tx_id, path, strlen(path) + 1, access, p, np, val, vlen);
 }
 
 static void wb_tree(struct wbuf *w, const struct node *n, char *path, size_t len)
 {
-	wb_node(w, 0, 0, len ? path : "/", 0, node_perms(n), n->nperms, node_value(n), n->vlen);
+	if (len)
+		wb_node_len(w, 0, 0, path, len + 1, 0, node_perms(n), n->nperms, node_value(n),
+			    n->vlen);
+	else
+		wb_node_len(w, 0, 0, "/", 2, 0, node_perms(n), n->nperms, node_value(n), n->vlen);
 	for (uint32_t i = 0; i < n->nkids && !w->err; i++) {
 		const struct node *k = n->kids[i];
 		if (len + 1 + k->namelen + 1 > XS_ABS_PATH_MAX + 2) {
@@ -296,7 +319,8 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 		order[n++] = c; /* newest first: written oldest first below */
 
 	/* one allocation for typical stores: ~64 bytes per node record */
-	w.cap = 65536 + node_count() * 64;
+	/* untouched capacity costs nothing (malloc maps it lazily): never realloc */
+	w.cap = 65536 + node_count() * 128 + (size_t)n * 1024;
 	w.p = talloc_size(NULL, w.cap);
 	if (!w.p) {
 		talloc_free(order);
@@ -427,6 +451,7 @@ struct pnode {
 	struct xs_perm perms[64];
 	struct xs_perm *p;
 	const char *path, *val;
+	size_t plen; /* with the NUL */
 	uint32_t vlen;
 	bool exact;
 };
@@ -482,7 +507,8 @@ static int parse_node(void *ctx, const struct rec *rc, struct pnode *n)
 	if (parse_perms(rc->body + 16, n->np, n->p) < 0)
 		return -EINVAL;
 	n->path = rc->body + 16 + 4 * n->np;
-	if (n->path[plen - 1] != '\0' || strlen(n->path) != plen - 1)
+	n->plen = plen;
+	if (n->path[plen - 1] != '\0' || memchr(n->path, '\0', plen - 1))
 		return -EINVAL;
 	n->val = n->path + plen;
 	if (n->conn_id == 0 && !path_is_special(n->path) &&
@@ -510,6 +536,7 @@ static int parse_event(void *ctx, const struct rec *rc, struct pnode *n)
 	plen = strnlen(n->path, rc->len - 12 - 4 * n->np);
 	if (plen == rc->len - 12 - 4 * n->np)
 		return -EINVAL;
+	n->plen = plen + 1;
 	return 0;
 }
 
@@ -577,7 +604,10 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	struct lu_summary local;
 	bool global = false, root = false;
 	uint32_t expect_ring = 0;
-	char **seen = NULL;
+	struct seen {
+		const char *path;
+		size_t len;
+	} *seen = NULL;
 	size_t nseen = 0, cap = 0;
 	int ret;
 
@@ -593,7 +623,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	/* committed paths seen, as a talloc hash-free sorted check: parents are
 	 * verified with a simple open-addressing set */
 	cap = 1024;
-	seen = talloc_zero_array(tmp, char *, cap);
+	seen = talloc_zero_array(tmp, struct seen, cap);
 	while ((ret = rd_next(&r, &rc)) > 0) {
 		size_t at = r.pos;
 		switch (rc.type) {
@@ -715,10 +745,10 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				const char *slash = strrchr(pn.path, '/');
 				size_t plen = (size_t)(slash - pn.path);
 				while (nseen > 0) {
-					const char *top = seen[nseen - 1];
-					size_t tl = strlen(top);
-					if ((plen == 0 && tl == 1) ||
-					    (tl == plen && memcmp(top, pn.path, plen) == 0))
+					const struct seen *top = &seen[nseen - 1];
+					if ((plen == 0 && top->len == 1) ||
+					    (top->len == plen &&
+					     memcmp(top->path, pn.path, plen) == 0))
 						break;
 					nseen--;
 				}
@@ -729,7 +759,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				}
 			}
 			if (nseen == cap) {
-				char **ns = talloc_realloc(tmp, seen, char *, cap * 2);
+				struct seen *ns = talloc_realloc(tmp, seen, struct seen, cap * 2);
 				if (!ns) {
 					ret = -ENOMEM;
 					goto out;
@@ -737,7 +767,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				seen = ns;
 				cap *= 2;
 			}
-			seen[nseen++] = (char *)pn.path;
+			seen[nseen].path = pn.path;
+			seen[nseen++].len = pn.plen - 1;
 			sum->nodes++;
 			break;
 		}
@@ -921,6 +952,18 @@ static int restore_output(struct conn *c, const char *d, size_t len, size_t resp
 	return 0;
 }
 
+/* NODE_DATA records in a checked stream (sizes the node table once). */
+static unsigned long count_nodes(const struct rd *from)
+{
+	struct rd r = *from;
+	struct rec rc;
+	unsigned long n = 0;
+
+	while (rd_next(&r, &rc) > 0)
+		n += rc.type == LU_REC_NODE;
+	return n;
+}
+
 static struct node *mkparent_node(const char *path)
 {
 	char buf[XS_ABS_PATH_MAX + 2];
@@ -936,7 +979,7 @@ static struct node *mkparent_node(const char *path)
 	return node_lookup(buf);
 }
 
-int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
+int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen)
 {
 	void *tmp = talloc_new(NULL);
 	struct rd r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
@@ -947,7 +990,7 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 
 	if (!tmp)
 		return -ENOMEM;
-	ret = lu_stream_check(buf, len, NULL, err, errlen);
+	ret = checked ? 0 : lu_stream_check(buf, len, NULL, err, errlen);
 	if (ret < 0)
 		goto out;
 	/* the fresh tree's /tool/xenstored is replaced by the stream's nodes */
@@ -963,10 +1006,18 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 		struct node *n;
 	} chain[CHAIN_MAX];
 	unsigned int nchain = 0;
-	/* pass 1: listener, connections, watches, committed nodes */
+	size_t first_txn = 0;
+
+	ret = node_reserve(count_nodes(&r));
+	if (ret < 0)
+		goto fail;
 	while ((ret = rd_next(&r, &rc)) > 0) {
 		struct pnode pn;
 		switch (rc.type) {
+		case LU_REC_TXN:
+			if (!first_txn)
+				first_txn = (size_t)(rc.body - 8 - buf);
+			break;
 		case LU_REC_GLOBAL: {
 			int fd = (int32_t)g32(rc.body);
 			if (fd >= 0 && (ret = socket_adopt_listener(fd)) < 0)
@@ -1067,12 +1118,11 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 				}
 				if (!parent)
 					parent = mkparent_node(pn.path);
-				ret = parent ? node_create(parent, name, strlen(name), pn.p, pn.np,
-							   pn.val, pn.vlen, &n)
+				ret = parent ? node_create(parent, name, pn.plen - 1 - plen - 1,
+							   pn.p, pn.np, pn.val, pn.vlen, &n)
 					     : -EINVAL;
 				if (ret == 0 && nchain < CHAIN_MAX)
-					chain[nchain++] =
-					    (struct chain){pn.path, strlen(pn.path), n};
+					chain[nchain++] = (struct chain){pn.path, pn.plen - 1, n};
 			}
 			if (ret < 0)
 				goto fail;
@@ -1081,11 +1131,13 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			break;
 		}
 	}
-	/* pass 2: transactions, now that the committed tree is complete */
-	rd_preamble(&r);
+	/* pass 2: transactions, now that the committed tree is complete.  The check
+	 * guarantees every transaction record follows its TRANSACTION_DATA, so the pass
+	 * starts at the first one (none: nothing to do). */
+	r.pos = first_txn;
 	struct txn *cur = NULL;
 	uint32_t cur_flags = 0;
-	while ((ret = rd_next(&r, &rc)) > 0) {
+	while (first_txn && (ret = rd_next(&r, &rc)) > 0) {
 		struct pnode pn;
 		struct pconn *pc;
 		switch (rc.type) {
@@ -1207,4 +1259,82 @@ int lu_file_write(const char *path, const char *buf, size_t len)
 	if (close(fd) < 0)
 		return -errno;
 	return 0;
+}
+
+struct lu_map {
+	void *p;
+	size_t len;
+};
+
+static int lu_map_destroy(struct lu_map *m)
+{
+	if (m->len)
+		munmap(m->p, m->len);
+	return 0;
+}
+
+#define LU_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), seals, ret = 0;
+	struct lu_map *m;
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	m = talloc_zero(ctx, struct lu_map);
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (sealed)
+		*sealed = seals >= 0 && (seals & LU_SEALS) == LU_SEALS;
+	if (st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+			       fd, 0);
+		if (p == MAP_FAILED) {
+			ret = -errno;
+			goto out;
+		}
+		m->p = p;
+		m->len = (size_t)st.st_size;
+		talloc_set_destructor(m, lu_map_destroy);
+	}
+	*buf = m->len ? m->p : "";
+	*len = m->len;
+out:
+	if (ret < 0)
+		talloc_free(m);
+	close(fd);
+	return ret;
+}
+
+int lu_memfd_write(const char *buf, size_t len)
+{
+	int fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	size_t done = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)len) < 0)
+		goto fail;
+	while (done < len) {
+		ssize_t n = pwrite(fd, buf + done, len - done, (off_t)done);
+		if (n < 0)
+			goto fail;
+		done += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, LU_SEALS | F_SEAL_SEAL) < 0)
+		goto fail;
+	return fd;
+fail:;
+	int e = -errno;
+	close(fd);
+	return e;
 }

@@ -61,10 +61,17 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 /* Human-readable listing of a stream (checked first). */
 int lu_stream_print(FILE *f, const char *buf, size_t len);
 /* Rebuilds state into a daemon fresh from node_tree_init(); adopts the fds named in
- * the stream.  Connections' held/partial input is fed after everything is in place. */
-int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen);
+ * the stream.  Connections' held/partial input is fed after everything is in place.
+ * checked: this binary's lu_stream_check() already accepted exactly these bytes (a
+ * sealed stream the pre-flight passed), so it is not run again. */
+int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen);
 int lu_file_read(void *ctx, const char *path, char **buf, size_t *len);
 int lu_file_write(const char *path, const char *buf, size_t len);
+/* Maps path read-only; the mapping belongs to ctx (unmapped when ctx is freed).
+ * *sealed (if not NULL): the file is a memfd that can no longer change. */
+int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed);
+/* buf in a new sealed (write, grow, shrink) memfd with FD_CLOEXEC: its fd, or -errno. */
+int lu_memfd_write(const char *buf, size_t len);
 
 /* ---- hooks in the daemon's modules ---- */
 /* watch.c: c's watches, oldest first, as registered (orig path, token). */
