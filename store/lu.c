@@ -572,17 +572,21 @@ static const char *preflight(void *ctx, const char *state)
 			       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
-/* The stream goes to a sealed memfd the pre-flight and the new process open as
- * /proc/self/fd/N (what an xst binary without memfd support reads like a file);
- * the state file is the fallback.  Returns the path, *fd_out the memfd or -1. */
-static const char *state_store(void *ctx, const char *buf, size_t len, int *fd_out)
+/* The stream is written straight into a sealed memfd that the pre-flight and the new
+ * process open as /proc/self/fd/N (what an xst binary without memfd support reads
+ * like a file); the state file is the fallback.  Returns the state path (NULL:
+ * *err_out says why), *fd_out the memfd or -1. */
+static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *len_out,
+			       int *fd_out, int *err_out)
 {
-	const char *file = lu_state_path(ctx, opts.socket_path);
-	int fd = lu_memfd_write(buf, len);
-	char *path;
+	const char *file;
+	char *path, *buf;
+	int fd, ret;
 
 	*fd_out = -1;
-	if (fd >= 0) {
+	*err_out = 0;
+	ret = lu_stream_build_memfd(lu_listen_fd, extra, &fd, len_out);
+	if (ret == 0) {
 		path = talloc_asprintf(ctx, "/proc/self/fd/%d", fd);
 		if (path && access(path, R_OK) == 0) {
 			*fd_out = fd;
@@ -590,8 +594,15 @@ static const char *state_store(void *ctx, const char *buf, size_t len, int *fd_o
 		}
 		close(fd);
 	}
-	if (!file || lu_file_write(file, buf, len) < 0)
+	ret = lu_stream_build(ctx, lu_listen_fd, extra, &buf, len_out);
+	if (ret < 0) {
+		*err_out = ret;
 		return NULL;
+	}
+	file = lu_state_path(ctx, opts.socket_path);
+	if (!file || lu_file_write(file, buf, *len_out) < 0)
+		file = NULL;
+	talloc_free(buf);
 	return file;
 }
 
@@ -612,40 +623,36 @@ static void activate(void)
 	struct lu_extra extra = {.conn = lu->conn, .data = okmsg, .len = sizeof(okmsg)};
 	const char *tail[] = {"-U"};
 	const char *why;
-	char **argv, *buf, *msg, stamp[24];
+	char **argv, *msg, stamp[24];
 	size_t len;
 	int ret, sfd;
 
-	uint64_t t0 = now_us(), t1, t2, t3;
+	uint64_t t0 = now_us(), t1, t2;
 
 	conn_flush_dirty();
 	h.len = 3;
 	memcpy(okmsg, &h, sizeof(h));
 	memcpy(okmsg + sizeof(h), "OK", 3);
-	ret = lu_stream_build(tmp, lu_listen_fd, &extra, &buf, &len);
-	if (ret < 0) {
+	state = state_store(tmp, &extra, &len, &sfd, &ret);
+	if (!state && ret < 0) {
 		msg = talloc_asprintf(tmp, "Dump state error: %s", strerror(-ret));
 		session_end(msg ? msg : "Dump state error");
 		goto out;
 	}
-	t1 = now_us();
-	state = state_store(tmp, buf, len, &sfd);
-	TALLOC_FREE(buf);
 	if (!state) {
 		session_end("Dump state open error");
 		goto out;
 	}
-	t2 = now_us();
+	t1 = now_us();
 	set_cloexec(false);
 	if (sfd >= 0)
 		fcntl(sfd, F_SETFD, 0);
 	why = preflight(tmp, state);
-	t3 = now_us();
+	t2 = now_us();
 	if (trace_on())
-		trace_printf("live-update: %zu bytes of state built in %.1f ms, written%s in %.1f "
-			     "ms, checked by the new binary in %.1f ms\n",
-			     len, ms_since(t0, t1), sfd >= 0 ? " (memfd)" : "", ms_since(t1, t2),
-			     ms_since(t2, t3));
+		trace_printf("live-update: %zu bytes of state written%s in %.1f ms, checked by "
+			     "the new binary in %.1f ms\n",
+			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(t1, t2));
 	if (why) {
 		set_cloexec(true);
 		state_drop(state, sfd);

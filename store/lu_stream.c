@@ -25,11 +25,35 @@
 
 /* ---- writer ---- */
 
+/* The stream being written: talloc memory (fd -1) or a shared mapping of the memfd
+ * fd, grown with ftruncate + mremap (a memfd's untouched pages cost nothing). */
 struct wbuf {
 	char *p;
 	size_t len, cap;
+	int fd;
 	int err;
 };
+
+static int wb_grow(struct wbuf *w, size_t cap)
+{
+	char *np;
+
+	if (w->fd < 0) {
+		np = talloc_realloc_size(NULL, w->p, cap);
+		if (!np)
+			return -ENOMEM;
+	} else {
+		if (ftruncate(w->fd, (off_t)cap) < 0)
+			return -errno;
+		np = w->p ? mremap(w->p, w->cap, cap, MREMAP_MAYMOVE)
+			  : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
+		if (np == MAP_FAILED)
+			return -errno;
+	}
+	w->p = np;
+	w->cap = cap;
+	return 0;
+}
 
 static void *wb_room(struct wbuf *w, size_t n)
 {
@@ -39,13 +63,9 @@ static void *wb_room(struct wbuf *w, size_t n)
 		size_t cap = w->cap ? w->cap : 65536;
 		while (cap < w->len + n)
 			cap *= 2;
-		char *np = talloc_realloc_size(NULL, w->p, cap);
-		if (!np) {
-			w->err = -ENOMEM;
+		w->err = wb_grow(w, cap);
+		if (w->err)
 			return NULL;
-		}
-		w->p = np;
-		w->cap = cap;
 	}
 	void *r = w->p + w->len;
 	w->len += n;
@@ -297,10 +317,10 @@ static void wb_conn(struct wbuf *w, const struct conn *c, const struct lu_extra 
 
 static const char *const specials[] = {"@releaseDomain", "@introduceDomain"};
 
-int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
-		    size_t *len_out)
+/* Writes the whole stream into w (empty, fd set or -1). */
+static int build(struct wbuf *wp, int listen_fd, const struct lu_extra *extra)
 {
-	struct wbuf w = {0};
+	struct wbuf w = *wp;
 	const struct conn **order;
 	unsigned int n = 0;
 	char *path;
@@ -318,13 +338,13 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	for (const struct conn *c = conn_list; c; c = c->next)
 		order[n++] = c; /* newest first: written oldest first below */
 
-	/* one allocation for typical stores: ~64 bytes per node record */
-	/* untouched capacity costs nothing (malloc maps it lazily): never realloc */
-	w.cap = 65536 + node_count() * 128 + (size_t)n * 1024;
-	w.p = talloc_size(NULL, w.cap);
-	if (!w.p) {
+	/* untouched capacity costs nothing (malloc and the memfd map it lazily): one
+	 * allocation for typical stores, ~64 bytes per node record */
+	w.err = wb_grow(&w, 65536 + node_count() * 128 + (size_t)n * 1024);
+	if (w.err) {
 		talloc_free(order);
-		return -ENOMEM;
+		*wp = w;
+		return w.err;
 	}
 	wb_put(&w, "xenstore", 8);
 	be = htobe32(1);
@@ -369,14 +389,52 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	at = rec_begin(&w, LU_REC_END);
 	rec_end(&w, at);
 	talloc_free(order);
-	if (w.err) {
+	*wp = w;
+	return w.err;
+}
+
+int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
+		    size_t *len_out)
+{
+	struct wbuf w = {.fd = -1};
+	int ret = build(&w, listen_fd, extra);
+
+	if (ret < 0) {
 		talloc_free(w.p);
-		return w.err;
+		return ret;
 	}
 	*buf_out = talloc_steal(ctx, w.p);
 	*len_out = w.len;
 	return 0;
 }
+
+#define LU_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+int lu_stream_build_memfd(int listen_fd, const struct lu_extra *extra, int *fd_out,
+			  size_t *len_out)
+{
+	struct wbuf w = {.fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING)};
+	int ret;
+
+	if (w.fd < 0)
+		return -errno;
+	ret = build(&w, listen_fd, extra);
+	if (w.p)
+		munmap(w.p, w.cap);
+	if (ret == 0 && ftruncate(w.fd, (off_t)w.len) < 0)
+		ret = -errno;
+	if (ret == 0 && fcntl(w.fd, F_ADD_SEALS, LU_SEALS | F_SEAL_SEAL) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		close(w.fd);
+		return ret;
+	}
+	*fd_out = w.fd;
+	*len_out = w.len;
+	return 0;
+}
+
+
 
 /* ---- reader ---- */
 
@@ -1273,8 +1331,6 @@ static int lu_map_destroy(struct lu_map *m)
 	return 0;
 }
 
-#define LU_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
-
 int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC), seals, ret = 0;
@@ -1313,28 +1369,4 @@ out:
 		talloc_free(m);
 	close(fd);
 	return ret;
-}
-
-int lu_memfd_write(const char *buf, size_t len)
-{
-	int fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	size_t done = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)len) < 0)
-		goto fail;
-	while (done < len) {
-		ssize_t n = pwrite(fd, buf + done, len - done, (off_t)done);
-		if (n < 0)
-			goto fail;
-		done += (size_t)n;
-	}
-	if (fcntl(fd, F_ADD_SEALS, LU_SEALS | F_SEAL_SEAL) < 0)
-		goto fail;
-	return fd;
-fail:;
-	int e = -errno;
-	close(fd);
-	return e;
 }

@@ -56,6 +56,10 @@ struct lu_summary {
 
 int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
 		    size_t *len_out);
+/* The same, written straight into a new memfd (FD_CLOEXEC) that is then sealed
+ * against writing, growing and shrinking: *fd_out, or -errno. */
+int lu_stream_build_memfd(int listen_fd, const struct lu_extra *extra, int *fd_out,
+			  size_t *len_out);
 /* 0 or -EINVAL with a one-line reason in err. */
 int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen);
 /* Human-readable listing of a stream (checked first). */
@@ -70,8 +74,7 @@ int lu_file_write(const char *path, const char *buf, size_t len);
 /* Maps path read-only; the mapping belongs to ctx (unmapped when ctx is freed).
  * *sealed (if not NULL): the file is a memfd that can no longer change. */
 int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed);
-/* buf in a new sealed (write, grow, shrink) memfd with FD_CLOEXEC: its fd, or -errno. */
-int lu_memfd_write(const char *buf, size_t len);
+
 
 /* ---- hooks in the daemon's modules ---- */
 /* watch.c: c's watches, oldest first, as registered (orig path, token). */
