@@ -78,6 +78,15 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* This process's CPU time (user + system), to tell work from waiting for a CPU. */
+static uint64_t cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static uint64_t now_ms(void)
 {
 	return now_us() / 1000;
@@ -730,15 +739,16 @@ int lu_startup(const char *path)
 	unsetenv("XSTORED_LU_CHECKED");
 	unsetenv("XSTORED_LU_STATE");
 	unsetenv("XSTORED_LU_EXEC_US");
-	uint64_t t0 = now_us();
+	uint64_t t0 = now_us(), c0 = cpu_us();
 	ret = lu_stream_restore(buf, len, checked, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
 	else if (trace_on())
 		trace_printf("live-update: exec and start-up %.1f ms, %zu bytes of state restored "
-			     "in %.1f ms%s\n",
+			     "in %.1f ms (cpu %.1f ms)%s\n",
 			     exec_us && exec_us <= t0 ? ms_since(exec_us, t0) : -1.0, len,
-			     ms_since(t0, now_us()), checked ? " (checked by the pre-flight)" : "");
+			     ms_since(t0, now_us()), ms_since(c0, cpu_us()),
+			     checked ? ", checked by the pre-flight" : "");
 out:
 	talloc_free(tmp);
 	return ret;

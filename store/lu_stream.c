@@ -790,7 +790,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			}
 			if (path_is_special(pn.path))
 				break;
-			if (strcmp(pn.path, "/") == 0) {
+			if (pn.plen == 2) { /* "/" (parse_node: paths start with '/') */
 				if (root) {
 					ret =
 					    bad(&r, "%s before offset %zu", "root node twice", at);
@@ -800,7 +800,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			} else {
 				/* parent must be the path of an earlier node: pre-order means
 				 * it is on the current chain, kept in seen[] as a stack */
-				const char *slash = strrchr(pn.path, '/');
+				const char *slash = memrchr(pn.path, '/', pn.plen - 1);
 				size_t plen = (size_t)(slash - pn.path);
 				while (nseen > 0) {
 					const struct seen *top = &seen[nseen - 1];
@@ -1155,14 +1155,15 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 				break;
 			if (path_is_special(pn.path)) {
 				ret = special_set_perms(pn.path, pn.p, pn.np);
-			} else if (strcmp(pn.path, "/") == 0) {
+			} else if (pn.plen == 2) { /* "/" */
 				struct node *root = node_root();
 				ret = node_set(&root, pn.val, pn.vlen, pn.p, pn.np);
 				chain[0] = (struct chain){"", 0, node_root()};
 				nchain = 1;
 			} else {
 				/* pre-order: the parent is on the chain of the last node */
-				const char *name = strrchr(pn.path, '/') + 1;
+				const char *name =
+				    (const char *)memrchr(pn.path, '/', pn.plen - 1) + 1;
 				size_t plen = (size_t)(name - 1 - pn.path);
 				struct node *parent = NULL, *n;
 				while (nchain > 0) {
