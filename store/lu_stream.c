@@ -611,17 +611,64 @@ struct pconn {
 	unsigned int ntx;
 };
 
+/* The stream's connections, in stream order, with an open-addressing index by id
+ * (slot: position + 1, 0 empty; load <= 1/2): WATCH, TRANSACTION and transaction
+ * records name their connection, thousands of times in a large stream. */
 struct pstate {
 	struct pconn *conns;
-	unsigned int nconns;
+	unsigned int nconns, cap;
+	uint32_t *idx;
+	unsigned int idx_size; /* power of two */
 };
+
+static unsigned int conn_slot(uint32_t id, unsigned int size)
+{
+	return (id * 2654435761u) & (size - 1);
+}
 
 static struct pconn *find_conn(struct pstate *s, uint32_t id)
 {
-	for (unsigned int i = 0; i < s->nconns; i++)
-		if (s->conns[i].id == id)
-			return &s->conns[i];
+	if (!s->idx_size)
+		return NULL;
+	for (unsigned int i = conn_slot(id, s->idx_size); s->idx[i];
+	     i = (i + 1) & (s->idx_size - 1))
+		if (s->conns[s->idx[i] - 1].id == id)
+			return &s->conns[s->idx[i] - 1];
 	return NULL;
+}
+
+/* Appends pc (its id not present yet).  0 or -ENOMEM. */
+static int add_conn(void *ctx, struct pstate *s, const struct pconn *pc)
+{
+	if (s->nconns == s->cap) {
+		unsigned int cap = s->cap ? s->cap * 2 : 64;
+		struct pconn *nc = talloc_realloc(ctx, s->conns, struct pconn, cap);
+		if (!nc)
+			return -ENOMEM;
+		s->conns = nc;
+		s->cap = cap;
+	}
+	if ((s->nconns + 1) * 2 > s->idx_size) {
+		unsigned int size = s->idx_size ? s->idx_size * 2 : 128;
+		uint32_t *ni = talloc_zero_array(ctx, uint32_t, size);
+		if (!ni)
+			return -ENOMEM;
+		talloc_free(s->idx);
+		s->idx = ni;
+		s->idx_size = size;
+		for (unsigned int k = 0; k < s->nconns; k++) {
+			unsigned int i = conn_slot(s->conns[k].id, size);
+			while (ni[i])
+				i = (i + 1) & (size - 1);
+			ni[i] = k + 1;
+		}
+	}
+	unsigned int i = conn_slot(pc->id, s->idx_size);
+	while (s->idx[i])
+		i = (i + 1) & (s->idx_size - 1);
+	s->conns[s->nconns++] = *pc;
+	s->idx[i] = s->nconns;
+	return 0;
 }
 
 static bool has_tx(const struct pconn *pc, uint32_t tx)
@@ -717,13 +764,10 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				ret = bad(&r, "%s before offset %zu", "bad CONNECTION_DATA", at);
 				goto out;
 			}
-			struct pconn *nc = talloc_realloc(tmp, s.conns, struct pconn, s.nconns + 1);
-			if (!nc) {
+			if (add_conn(tmp, &s, &pc) < 0) {
 				ret = -ENOMEM;
 				goto out;
 			}
-			s.conns = nc;
-			s.conns[s.nconns++] = pc;
 			sum->conns++;
 			expect_ring = pc.ring ? pc.id : 0;
 			continue;
@@ -1102,13 +1146,10 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 				if (ret < 0)
 					goto fail;
 			}
-			struct pconn *nc = talloc_realloc(tmp, s.conns, struct pconn, s.nconns + 1);
-			if (!nc) {
+			if (add_conn(tmp, &s, &pc) < 0) {
 				ret = -ENOMEM;
 				goto fail;
 			}
-			s.conns = nc;
-			s.conns[s.nconns++] = pc;
 			break;
 		}
 		case LU_REC_XST_DOMAIN:
