@@ -575,6 +575,34 @@ static int parse_node(void *ctx, const struct rec *rc, struct pnode *n)
 	return 0;
 }
 
+/* parse_node() for a stream lu_stream_check() accepted (the restore): the same
+ * fields, none of the checks. */
+static void parse_node_checked(void *ctx, const struct rec *rc, struct pnode *n)
+{
+	static const uint8_t bits[256] = {
+	    ['n'] = XS_PERM_NONE,
+	    ['r'] = XS_PERM_READ,
+	    ['w'] = XS_PERM_WRITE,
+	    ['b'] = XS_PERM_READ | XS_PERM_WRITE,
+	};
+	const char *q = rc->body + 16;
+
+	n->conn_id = g32(rc->body);
+	n->tx_id = g32(rc->body + 4);
+	n->plen = g16(rc->body + 8);
+	n->vlen = g16(rc->body + 10);
+	n->access = g16(rc->body + 12);
+	n->np = g16(rc->body + 14);
+	n->p = n->np <= 64 ? n->perms : talloc_array(ctx, struct xs_perm, n->np);
+	for (unsigned int i = 0; n->p && i < n->np; i++, q += 4) {
+		memset(&n->p[i], 0, sizeof(n->p[i]));
+		n->p[i].bits = bits[(unsigned char)q[0]] | ((q[1] & 1) ? XS_PERM_IGNORE : 0);
+		n->p[i].domid = g16(q + 2);
+	}
+	n->path = rc->body + 16 + 4 * n->np;
+	n->val = n->path + n->plen;
+}
+
 static int parse_event(void *ctx, const struct rec *rc, struct pnode *n)
 {
 	size_t plen;
@@ -1054,15 +1082,19 @@ static int restore_output(struct conn *c, const char *d, size_t len, size_t resp
 	return 0;
 }
 
-/* NODE_DATA records in a checked stream (sizes the node table once). */
-static unsigned long count_nodes(const struct rd *from)
+/* NODE_DATA records in a checked stream from r's position (sizes the node table
+ * once): record headers only, bounds as rd_next(). */
+static unsigned long count_nodes(const struct rd *r)
 {
-	struct rd r = *from;
-	struct rec rc;
 	unsigned long n = 0;
 
-	while (rd_next(&r, &rc) > 0)
-		n += rc.type == LU_REC_NODE;
+	for (size_t pos = r->pos; pos <= r->len && r->len - pos >= 8;) {
+		uint32_t type = g32(r->buf + pos), len = g32(r->buf + pos + 4);
+		if (type == LU_REC_END || len > r->len - pos - 8)
+			break;
+		n += type == LU_REC_NODE;
+		pos += 8 + ((len + 7u) & ~(size_t)7);
+	}
 	return n;
 }
 
@@ -1189,11 +1221,13 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 			break;
 		}
 		case LU_REC_NODE:
-			ret = parse_node(tmp, &rc, &pn);
-			if (ret < 0)
+			if (g32(rc.body))
+				break; /* a transaction's: pass 2 */
+			parse_node_checked(tmp, &rc, &pn);
+			if (!pn.p) {
+				ret = -ENOMEM;
 				goto fail;
-			if (pn.conn_id)
-				break;
+			}
 			if (path_is_special(pn.path)) {
 				ret = special_set_perms(pn.path, pn.p, pn.np);
 			} else if (pn.plen == 2) { /* "/" */

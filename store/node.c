@@ -222,7 +222,8 @@ int node_create(struct node *parent, const char *name, size_t namelen, const str
 
 	if (namelen > UINT16_MAX || nperms == 0 || nperms > UINT16_MAX)
 		return -EINVAL;
-	if (parent->nkids == kids_cap(parent->nkids)) {
+	/* full: capacity is 0 for none, else the next power of two >= 2 */
+	if (parent->nkids == 0 || (parent->nkids >= 2 && !(parent->nkids & (parent->nkids - 1)))) {
 		struct node **nk = realloc(parent->kids, kids_cap(parent->nkids + 1) * sizeof(*nk));
 		if (!nk)
 			return -ENOMEM;
