@@ -410,31 +410,28 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 
 #define LU_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
-int lu_stream_build_memfd(int listen_fd, const struct lu_extra *extra, int *fd_out,
-			  size_t *len_out)
+int lu_memfd_create(void)
 {
-	struct wbuf w = {.fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING)};
-	int ret;
+	int fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
-	if (w.fd < 0)
-		return -errno;
-	ret = build(&w, listen_fd, extra);
+	return fd < 0 ? -errno : fd;
+}
+
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out)
+{
+	struct wbuf w = {.fd = fd};
+	int ret = build(&w, listen_fd, extra);
+
 	if (w.p)
 		munmap(w.p, w.cap);
 	if (ret == 0 && ftruncate(w.fd, (off_t)w.len) < 0)
 		ret = -errno;
 	if (ret == 0 && fcntl(w.fd, F_ADD_SEALS, LU_SEALS | F_SEAL_SEAL) < 0)
 		ret = -errno;
-	if (ret < 0) {
-		close(w.fd);
-		return ret;
-	}
-	*fd_out = w.fd;
-	*len_out = w.len;
-	return 0;
+	if (ret == 0)
+		*len_out = w.len;
+	return ret;
 }
-
-
 
 /* ---- reader ---- */
 

@@ -2,7 +2,7 @@
  * the hooks xstored's modules export for it.
  *
  * Writer: lu_stream_build() serialises the whole daemon state into one talloc
- * buffer: preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
+ * buffer (lu_stream_build_memfd(): straight into a memfd, then sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
  * partial input, pending output) followed by its WATCH_DATA, the two special ACL
  * nodes, every committed node (pre-order), then each open transaction as
  * TRANSACTION_DATA + its NODE_DATA records (+ xst's private TXN_EVENT records),
@@ -56,10 +56,11 @@ struct lu_summary {
 
 int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
 		    size_t *len_out);
-/* The same, written straight into a new memfd (FD_CLOEXEC) that is then sealed
- * against writing, growing and shrinking: *fd_out, or -errno. */
-int lu_stream_build_memfd(int listen_fd, const struct lu_extra *extra, int *fd_out,
-			  size_t *len_out);
+/* A new empty memfd for the stream (FD_CLOEXEC, sealable): its fd or -errno. */
+int lu_memfd_create(void);
+/* The stream written straight into fd (from lu_memfd_create), which is then sealed
+ * against writing, growing and shrinking.  0 or -errno (fd then unusable). */
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out);
 /* 0 or -EINVAL with a one-line reason in err. */
 int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen);
 /* Human-readable listing of a stream (checked first). */
