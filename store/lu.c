@@ -10,17 +10,21 @@
  * otherwise it fails with C xenstored's reasons.
  *
  * Going happens in lu_poll(), between events (no request half-processed): the
- * state stream with the `-s` OK appended to its connection's output is written
- * to the state file (0600), the listening and client sockets lose CLOEXEC, and a
- * pre-flight child runs `<new binary> <new args> --check-stream <file>`, which must
- * parse the options, check the stream and print "xstored-stream-ok".  Only then
- * does this process exec the new binary with `-U`.  Any failure before the exec
+ * listening and client sockets lose CLOEXEC, a pre-flight child is started gated
+ * (`<new binary> <new args> --check-stream /proc/self/fd/N`, waiting for EOF on its
+ * stdin), the state stream with the `-s` OK appended to its connection's output is
+ * written into the memfd N and sealed, and the gate opens: the child must check the
+ * stream and print "xstored-stream-ok" (a failed gated check is retried once
+ * ungated; without a memfd, the state file and an ordinary pre-flight are used).
+ * Only then does this process exec the new binary with `-U`.  Any failure before the exec
  * (or the exec itself) leaves this daemon serving and answers `-s` with the
  * reason; held requests are then processed in order. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +72,32 @@ static int lu_argc;
 static char **lu_argv;
 static int lu_listen_fd = -1;
 
-static uint64_t now_ms(void)
+static uint64_t now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* This process's CPU time (user + system), to tell work from waiting for a CPU. */
+static uint64_t cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+/* Milliseconds between two now_us() readings, for the trace. */
+static double ms_since(uint64_t from, uint64_t to)
+{
+	return (double)(to - from) / 1000.0;
 }
 
 void lu_init(int argc, char **argv, int listen_fd)
@@ -494,43 +518,85 @@ static char **new_argv(void *ctx, const char *const *tail, unsigned int ntail)
 	return v;
 }
 
-/* Runs the new binary in its check mode; NULL if it accepted the stream. */
-static const char *preflight(void *ctx, const char *state)
+/* ---- the pre-flight ----
+ * The new binary's check of the stream runs in a child spawned with posix_spawn
+ * (vfork semantics: forking this process would copy the page tables of the whole
+ * store and make its next writes copy-on-write faults).  With a memfd it is
+ * started *gated* before the stream is built: XSTORED_CHECK_WAIT=1 makes it parse
+ * its options and then wait for EOF on its stdin, which comes once the stream is
+ * complete and sealed, so its start-up overlaps the build.  A binary that does not
+ * know the gate checks too early and fails; any failure of the gated check is
+ * therefore retried once with an ordinary pre-flight of the complete stream, whose
+ * verdict counts. */
+struct check {
+	pid_t pid;
+	int out;  /* its stdout */
+	int gate; /* its stdin's write end, or -1 */
+};
+
+static int check_spawn(void *ctx, const char *state, bool gated, struct check *ck)
 {
 	const char *tail[] = {"--check-stream", state};
 	char **argv = new_argv(ctx, tail, 2);
+	int opipe[2], gpipe[2] = {-1, -1}, err;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none;
+
+	if (!argv || pipe2(opipe, O_CLOEXEC) < 0)
+		return -ENOMEM;
+	if (gated && pipe2(gpipe, O_CLOEXEC) < 0) {
+		close(opipe[0]);
+		close(opipe[1]);
+		return -errno;
+	}
+	sigemptyset(&none);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, opipe[1], 1);
+	if (gated)
+		posix_spawn_file_actions_adddup2(&fa, gpipe[0], 0);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	if (gated)
+		setenv("XSTORED_CHECK_WAIT", "1", 1);
+	err = posix_spawn(&ck->pid, lu->binary, &fa, &attr, argv, environ);
+	unsetenv("XSTORED_CHECK_WAIT");
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(opipe[1]);
+	if (gated)
+		close(gpipe[0]);
+	if (err) {
+		close(opipe[0]);
+		if (gated)
+			close(gpipe[1]);
+		return -err;
+	}
+	ck->out = opipe[0];
+	ck->gate = gpipe[1];
+	return 0;
+}
+
+/* Opens the gate (if any), collects the verdict: NULL if the stream was accepted. */
+static const char *check_verdict(void *ctx, struct check *ck)
+{
 	char out[512];
 	size_t got = 0;
-	int pfd[2], status;
-	pid_t pid;
+	int status;
 	uint64_t deadline = now_ms() + LU_CHECK_TIMEOUT_MS;
 
-	if (!argv || pipe2(pfd, O_CLOEXEC) < 0)
-		return "cannot start the check";
-	pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return "cannot fork the check";
-	}
-	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(pfd[1], 1);
-		execv(lu->binary, argv);
-		_exit(127);
-	}
-	close(pfd[1]);
+	if (ck->gate >= 0)
+		close(ck->gate);
 	for (;;) {
-		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		struct pollfd p = {.fd = ck->out, .events = POLLIN};
 		uint64_t now = now_ms();
 		ssize_t n;
 		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) == 0) {
-			kill(pid, SIGKILL);
+			kill(ck->pid, SIGKILL);
 			break;
 		}
-		n = read(pfd[0], out + got, sizeof(out) - 1 - got);
+		n = read(ck->out, out + got, sizeof(out) - 1 - got);
 		if (n <= 0 && !(n < 0 && errno == EINTR))
 			break;
 		if (n > 0)
@@ -539,8 +605,8 @@ static const char *preflight(void *ctx, const char *state)
 			break;
 	}
 	out[got] = '\0';
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	close(ck->out);
+	while (waitpid(ck->pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "xstored-stream-ok"))
 		return NULL;
@@ -555,60 +621,154 @@ static const char *preflight(void *ctx, const char *state)
 			       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
+/* A gated check that will not be asked: stop it. */
+static void check_cancel(struct check *ck)
+{
+	if (ck->pid <= 0)
+		return;
+	kill(ck->pid, SIGKILL);
+	if (ck->gate >= 0)
+		close(ck->gate);
+	close(ck->out);
+	while (waitpid(ck->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	ck->pid = -1;
+}
+
+/* The ordinary pre-flight of a complete stream; NULL if it was accepted. */
+static const char *preflight(void *ctx, const char *state)
+{
+	struct check ck;
+
+	if (check_spawn(ctx, state, false, &ck) < 0)
+		return "the new binary could not be executed";
+	return check_verdict(ctx, &ck);
+}
+
+/* The stream is written straight into a sealed memfd that the pre-flight and the new
+ * process open as /proc/self/fd/N (what an xst binary without memfd support reads
+ * like a file), with the gated pre-flight started first; the state file is the
+ * fallback.  Returns the state path (NULL: *err_out says why), *fd_out the memfd
+ * or -1, *ck the gated check (pid -1: none). */
+static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *len_out,
+			       int *fd_out, struct check *ck, int *err_out)
+{
+	const char *file;
+	char *path = NULL, *buf;
+	int fd, ret;
+
+	*fd_out = -1;
+	*err_out = 0;
+	ck->pid = -1;
+	fd = lu_memfd_create();
+	if (fd >= 0) {
+		path = talloc_asprintf(ctx, "/proc/self/fd/%d", fd);
+		if (!path || access(path, R_OK) < 0 || fcntl(fd, F_SETFD, 0) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd >= 0) {
+		set_cloexec(false);
+		if (check_spawn(ctx, path, true, ck) < 0)
+			ck->pid = -1;
+		ret = lu_stream_build_memfd(fd, lu_listen_fd, extra, len_out);
+		if (ret == 0) {
+			*fd_out = fd;
+			return path;
+		}
+		check_cancel(ck);
+		set_cloexec(true);
+		close(fd);
+	}
+	ret = lu_stream_build(ctx, lu_listen_fd, extra, &buf, len_out);
+	if (ret < 0) {
+		*err_out = ret;
+		return NULL;
+	}
+	file = lu_state_path(ctx, opts.socket_path);
+	if (!file || lu_file_write(file, buf, *len_out) < 0)
+		file = NULL;
+	talloc_free(buf);
+	if (file)
+		set_cloexec(false);
+	return file;
+}
+
+static void state_drop(const char *state, int fd)
+{
+	if (fd >= 0)
+		close(fd);
+	else
+		unlink(state);
+}
+
 static void activate(void)
 {
 	void *tmp = talloc_new(NULL);
-	const char *state = lu_state_path(tmp, opts.socket_path);
+	const char *state;
 	char okmsg[sizeof(struct xs_hdr) + 3];
 	struct xs_hdr h = lu->hdr;
 	struct lu_extra extra = {.conn = lu->conn, .data = okmsg, .len = sizeof(okmsg)};
 	const char *tail[] = {"-U"};
-	const char *why;
-	char **argv, *buf, *msg;
+	const char *why, *how;
+	char **argv, *msg, stamp[24];
+	struct check ck;
 	size_t len;
-	int ret;
+	int ret, sfd;
 
-	uint64_t t0 = now_ms(), t1, t2;
+	uint64_t t0 = now_us(), t1, t2;
 
 	conn_flush_dirty();
 	h.len = 3;
 	memcpy(okmsg, &h, sizeof(h));
 	memcpy(okmsg + sizeof(h), "OK", 3);
-	ret = lu_stream_build(tmp, lu_listen_fd, &extra, &buf, &len);
-	if (ret < 0) {
+	state = state_store(tmp, &extra, &len, &sfd, &ck, &ret);
+	if (!state && ret < 0) {
 		msg = talloc_asprintf(tmp, "Dump state error: %s", strerror(-ret));
 		session_end(msg ? msg : "Dump state error");
 		goto out;
 	}
-	if (!state || lu_file_write(state, buf, len) < 0) {
+	if (!state) {
 		session_end("Dump state open error");
 		goto out;
 	}
-	t1 = now_ms();
-	set_cloexec(false);
-	why = preflight(tmp, state);
-	t2 = now_ms();
+	t1 = now_us();
+	why = ck.pid > 0 ? check_verdict(tmp, &ck) : "no gated check";
+	how = ck.pid <= 0 ? "" : why ? " (gated check failed, checked again)" : " (gated)";
+	if (why) /* not gated, or a binary without the gate: the ordinary pre-flight */
+		why = preflight(tmp, state);
+	t2 = now_us();
 	if (trace_on())
-		trace_printf("live-update: %zu bytes of state written in %lu ms, checked by the "
-			     "new binary in %lu ms\n",
-			     len, (unsigned long)(t1 - t0), (unsigned long)(t2 - t1));
+		trace_printf("live-update: %zu bytes of state written%s in %.1f ms, checked by "
+			     "the new binary in %.1f ms more%s\n",
+			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(t1, t2),
+			     how);
 	if (why) {
 		set_cloexec(true);
-		unlink(state);
+		state_drop(state, sfd);
 		msg = talloc_asprintf(tmp, "Error activating new binary.\n%s", why);
 		log_err("live-update: %s", why);
 		session_end(msg ? msg : "Error activating new binary.");
 		goto out;
 	}
 	argv = new_argv(tmp, tail, 1);
-	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0) {
+	/* XSTORED_LU_CHECKED: the pre-flight of this very binary accepted these sealed
+	 * bytes, the restore need not check them again */
+	snprintf(stamp, sizeof(stamp), "%" PRIu64, now_us());
+	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0 &&
+	    (sfd < 0 || setenv("XSTORED_LU_CHECKED", "1", 1) == 0) &&
+	    setenv("XSTORED_LU_EXEC_US", stamp, 1) == 0) {
 		fflush(NULL);
 		trace_flush();
 		execv(lu->binary, argv);
 		log_err("live-update: exec %s: %s", lu->binary, strerror(errno));
 	}
+	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_CHECKED");
+	unsetenv("XSTORED_LU_EXEC_US");
 	set_cloexec(true);
-	unlink(state);
+	state_drop(state, sfd);
 	session_end("Error activating new binary.");
 out:
 	talloc_free(tmp);
@@ -632,22 +792,46 @@ void lu_poll(void)
 
 int lu_startup(const char *path)
 {
-	char *buf, err[256] = "";
+	void *tmp = talloc_new(NULL);
+	const char *buf;
+	char err[256] = "";
 	size_t len;
-	int ret = lu_file_read(NULL, path, &buf, &len);
+	bool sealed = false, checked;
+	uint64_t exec_us;
+	int ret, fd = -1;
 
+	if (!tmp || !(path = talloc_strdup(tmp, path))) {
+		talloc_free(tmp);
+		return -ENOMEM;
+	}
+	ret = lu_file_map(tmp, path, &buf, &len, &sealed);
 	if (ret < 0) {
 		log_err("live-update: cannot read %s: %s", path, strerror(-ret));
-		return ret;
+		goto out;
 	}
-	unlink(path);
-	uint64_t t0 = now_ms();
-	ret = lu_stream_restore(buf, len, err, sizeof(err));
+	/* a memfd handed over by the old process: close our inherited copy */
+	if (sscanf(path, "/proc/self/fd/%d", &fd) == 1 && fd > 2)
+		close(fd);
+	else
+		unlink(path);
+	checked = sealed && getenv("XSTORED_LU_CHECKED") &&
+		  strcmp(getenv("XSTORED_LU_CHECKED"), "1") == 0;
+	exec_us = getenv("XSTORED_LU_EXEC_US") ? strtoull(getenv("XSTORED_LU_EXEC_US"), NULL, 10)
+					       : 0;
+	unsetenv("XSTORED_LU_CHECKED");
+	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_EXEC_US");
+	uint64_t t0 = now_us(), c0 = cpu_us();
+	ret = lu_stream_restore(buf, len, checked, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
 	else if (trace_on())
-		trace_printf("live-update: %zu bytes of state restored in %lu ms\n", len,
-			     (unsigned long)(now_ms() - t0));
-	talloc_free(buf);
+		trace_printf("live-update: exec and start-up %.1f ms, %zu bytes of state restored "
+			     "in %.1f ms (cpu %.1f ms)%s\n",
+			     exec_us && exec_us <= t0 ? ms_since(exec_us, t0) : -1.0, len,
+			     ms_since(t0, now_us()), ms_since(c0, cpu_us()),
+			     checked ? ", checked by the pre-flight" : "");
+out:
+	talloc_free(tmp);
 	return ret;
 }

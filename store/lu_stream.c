@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <talloc.h>
 #include <unistd.h>
@@ -24,11 +25,35 @@
 
 /* ---- writer ---- */
 
+/* The stream being written: talloc memory (fd -1) or a shared mapping of the memfd
+ * fd, grown with ftruncate + mremap (a memfd's untouched pages cost nothing). */
 struct wbuf {
 	char *p;
 	size_t len, cap;
+	int fd;
 	int err;
 };
+
+static int wb_grow(struct wbuf *w, size_t cap)
+{
+	char *np;
+
+	if (w->fd < 0) {
+		np = talloc_realloc_size(NULL, w->p, cap);
+		if (!np)
+			return -ENOMEM;
+	} else {
+		if (ftruncate(w->fd, (off_t)cap) < 0)
+			return -errno;
+		np = w->p ? mremap(w->p, w->cap, cap, MREMAP_MAYMOVE)
+			  : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
+		if (np == MAP_FAILED)
+			return -errno;
+	}
+	w->p = np;
+	w->cap = cap;
+	return 0;
+}
 
 static void *wb_room(struct wbuf *w, size_t n)
 {
@@ -38,13 +63,9 @@ static void *wb_room(struct wbuf *w, size_t n)
 		size_t cap = w->cap ? w->cap : 65536;
 		while (cap < w->len + n)
 			cap *= 2;
-		char *np = talloc_realloc_size(NULL, w->p, cap);
-		if (!np) {
-			w->err = -ENOMEM;
+		w->err = wb_grow(w, cap);
+		if (w->err)
 			return NULL;
-		}
-		w->p = np;
-		w->cap = cap;
 	}
 	void *r = w->p + w->len;
 	w->len += n;
@@ -112,33 +133,55 @@ static void wb_perms(struct wbuf *w, const struct xs_perm *p, unsigned int n)
 	}
 }
 
-static void wb_node(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
-		    unsigned int access, const struct xs_perm *p, unsigned int np, const char *val,
-		    uint32_t vlen)
+/* One NODE_DATA record, sized once and filled in place (the stream's hot path:
+ * one record per node). */
+static void wb_node_len(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
+			size_t plen, unsigned int access, const struct xs_perm *p, unsigned int np,
+			const char *val, uint32_t vlen)
 {
-	size_t plen = strlen(path) + 1;
-	size_t at;
+	size_t body, pad;
+	char *d;
 
 	if (vlen > UINT16_MAX || plen > UINT16_MAX || np > UINT16_MAX) {
 		w->err = -E2BIG;
 		return;
 	}
-	at = rec_begin(w, LU_REC_NODE);
-	wb_u32(w, conn_id);
-	wb_u32(w, tx_id);
-	wb_u16(w, (uint16_t)plen);
-	wb_u16(w, (uint16_t)vlen);
-	wb_u16(w, (uint16_t)access);
-	wb_u16(w, (uint16_t)np);
-	wb_perms(w, p, np);
-	wb_put(w, path, plen);
-	wb_put(w, val, vlen);
-	rec_end(w, at);
+	body = 16 + 4 * (size_t)np + plen + vlen;
+	pad = (8 - body % 8) % 8;
+	d = wb_room(w, 8 + body + pad);
+	if (!d)
+		return;
+	uint32_t h32[4] = {LU_REC_NODE, (uint32_t)(body + pad), conn_id, tx_id};
+	uint16_t h16[4] = {(uint16_t)plen, (uint16_t)vlen, (uint16_t)access, (uint16_t)np};
+	memcpy(d, h32, 16);
+	memcpy(d + 16, h16, 8);
+	d += 24;
+	for (unsigned int i = 0; i < np; i++, d += 4) {
+		d[0] = perm_char(p[i].bits);
+		d[1] = (p[i].bits & XS_PERM_IGNORE) ? 1 : 0;
+		uint16_t dom = (uint16_t)p[i].domid;
+		memcpy(d + 2, &dom, 2);
+	}
+	memcpy(d, path, plen);
+	if (vlen)
+		memcpy(d + plen, val, vlen);
+	memset(d + plen + vlen, 0, pad);
+}
+
+static void wb_node(struct wbuf *w, uint32_t conn_id, uint32_t tx_id, const char *path,
+		    unsigned int access, const struct xs_perm *p, unsigned int np, const char *val,
+		    uint32_t vlen)
+{
+	wb_node_len(w, conn_id, tx_id, path, strlen(path) + 1, access, p, np, val, vlen);
 }
 
 static void wb_tree(struct wbuf *w, const struct node *n, char *path, size_t len)
 {
-	wb_node(w, 0, 0, len ? path : "/", 0, node_perms(n), n->nperms, node_value(n), n->vlen);
+	if (len)
+		wb_node_len(w, 0, 0, path, len + 1, 0, node_perms(n), n->nperms, node_value(n),
+			    n->vlen);
+	else
+		wb_node_len(w, 0, 0, "/", 2, 0, node_perms(n), n->nperms, node_value(n), n->vlen);
 	for (uint32_t i = 0; i < n->nkids && !w->err; i++) {
 		const struct node *k = n->kids[i];
 		if (len + 1 + k->namelen + 1 > XS_ABS_PATH_MAX + 2) {
@@ -274,10 +317,10 @@ static void wb_conn(struct wbuf *w, const struct conn *c, const struct lu_extra 
 
 static const char *const specials[] = {"@releaseDomain", "@introduceDomain"};
 
-int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
-		    size_t *len_out)
+/* Writes the whole stream into w (empty, fd set or -1). */
+static int build(struct wbuf *wp, int listen_fd, const struct lu_extra *extra)
 {
-	struct wbuf w = {0};
+	struct wbuf w = *wp;
 	const struct conn **order;
 	unsigned int n = 0;
 	char *path;
@@ -295,12 +338,13 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	for (const struct conn *c = conn_list; c; c = c->next)
 		order[n++] = c; /* newest first: written oldest first below */
 
-	/* one allocation for typical stores: ~64 bytes per node record */
-	w.cap = 65536 + node_count() * 64;
-	w.p = talloc_size(NULL, w.cap);
-	if (!w.p) {
+	/* untouched capacity costs nothing (malloc and the memfd map it lazily): one
+	 * allocation for typical stores, ~64 bytes per node record */
+	w.err = wb_grow(&w, 65536 + node_count() * 128 + (size_t)n * 1024);
+	if (w.err) {
 		talloc_free(order);
-		return -ENOMEM;
+		*wp = w;
+		return w.err;
 	}
 	wb_put(&w, "xenstore", 8);
 	be = htobe32(1);
@@ -345,13 +389,48 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 	at = rec_begin(&w, LU_REC_END);
 	rec_end(&w, at);
 	talloc_free(order);
-	if (w.err) {
+	*wp = w;
+	return w.err;
+}
+
+int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
+		    size_t *len_out)
+{
+	struct wbuf w = {.fd = -1};
+	int ret = build(&w, listen_fd, extra);
+
+	if (ret < 0) {
 		talloc_free(w.p);
-		return w.err;
+		return ret;
 	}
 	*buf_out = talloc_steal(ctx, w.p);
 	*len_out = w.len;
 	return 0;
+}
+
+#define LU_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+int lu_memfd_create(void)
+{
+	int fd = memfd_create("xstored-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out)
+{
+	struct wbuf w = {.fd = fd};
+	int ret = build(&w, listen_fd, extra);
+
+	if (w.p)
+		munmap(w.p, w.cap);
+	if (ret == 0 && ftruncate(w.fd, (off_t)w.len) < 0)
+		ret = -errno;
+	if (ret == 0 && fcntl(w.fd, F_ADD_SEALS, LU_SEALS | F_SEAL_SEAL) < 0)
+		ret = -errno;
+	if (ret == 0)
+		*len_out = w.len;
+	return ret;
 }
 
 /* ---- reader ---- */
@@ -427,6 +506,7 @@ struct pnode {
 	struct xs_perm perms[64];
 	struct xs_perm *p;
 	const char *path, *val;
+	size_t plen; /* with the NUL */
 	uint32_t vlen;
 	bool exact;
 };
@@ -482,13 +562,42 @@ static int parse_node(void *ctx, const struct rec *rc, struct pnode *n)
 	if (parse_perms(rc->body + 16, n->np, n->p) < 0)
 		return -EINVAL;
 	n->path = rc->body + 16 + 4 * n->np;
-	if (n->path[plen - 1] != '\0' || strlen(n->path) != plen - 1)
+	n->plen = plen;
+	if (n->path[plen - 1] != '\0' || memchr(n->path, '\0', plen - 1))
 		return -EINVAL;
 	n->val = n->path + plen;
 	if (n->conn_id == 0 && !path_is_special(n->path) &&
 	    (n->path[0] != '/' || (plen > 2 && n->path[plen - 2] == '/')))
 		return -EINVAL;
 	return 0;
+}
+
+/* parse_node() for a stream lu_stream_check() accepted (the restore): the same
+ * fields, none of the checks. */
+static void parse_node_checked(void *ctx, const struct rec *rc, struct pnode *n)
+{
+	static const uint8_t bits[256] = {
+	    ['n'] = XS_PERM_NONE,
+	    ['r'] = XS_PERM_READ,
+	    ['w'] = XS_PERM_WRITE,
+	    ['b'] = XS_PERM_READ | XS_PERM_WRITE,
+	};
+	const char *q = rc->body + 16;
+
+	n->conn_id = g32(rc->body);
+	n->tx_id = g32(rc->body + 4);
+	n->plen = g16(rc->body + 8);
+	n->vlen = g16(rc->body + 10);
+	n->access = g16(rc->body + 12);
+	n->np = g16(rc->body + 14);
+	n->p = n->np <= 64 ? n->perms : talloc_array(ctx, struct xs_perm, n->np);
+	for (unsigned int i = 0; n->p && i < n->np; i++, q += 4) {
+		memset(&n->p[i], 0, sizeof(n->p[i]));
+		n->p[i].bits = bits[(unsigned char)q[0]] | ((q[1] & 1) ? XS_PERM_IGNORE : 0);
+		n->p[i].domid = g16(q + 2);
+	}
+	n->path = rc->body + 16 + 4 * n->np;
+	n->val = n->path + n->plen;
 }
 
 static int parse_event(void *ctx, const struct rec *rc, struct pnode *n)
@@ -510,6 +619,7 @@ static int parse_event(void *ctx, const struct rec *rc, struct pnode *n)
 	plen = strnlen(n->path, rc->len - 12 - 4 * n->np);
 	if (plen == rc->len - 12 - 4 * n->np)
 		return -EINVAL;
+	n->plen = plen + 1;
 	return 0;
 }
 
@@ -526,17 +636,64 @@ struct pconn {
 	unsigned int ntx;
 };
 
+/* The stream's connections, in stream order, with an open-addressing index by id
+ * (slot: position + 1, 0 empty; load <= 1/2): WATCH, TRANSACTION and transaction
+ * records name their connection, thousands of times in a large stream. */
 struct pstate {
 	struct pconn *conns;
-	unsigned int nconns;
+	unsigned int nconns, cap;
+	uint32_t *idx;
+	unsigned int idx_size; /* power of two */
 };
+
+static unsigned int conn_slot(uint32_t id, unsigned int size)
+{
+	return (id * 2654435761u) & (size - 1);
+}
 
 static struct pconn *find_conn(struct pstate *s, uint32_t id)
 {
-	for (unsigned int i = 0; i < s->nconns; i++)
-		if (s->conns[i].id == id)
-			return &s->conns[i];
+	if (!s->idx_size)
+		return NULL;
+	for (unsigned int i = conn_slot(id, s->idx_size); s->idx[i];
+	     i = (i + 1) & (s->idx_size - 1))
+		if (s->conns[s->idx[i] - 1].id == id)
+			return &s->conns[s->idx[i] - 1];
 	return NULL;
+}
+
+/* Appends pc (its id not present yet).  0 or -ENOMEM. */
+static int add_conn(void *ctx, struct pstate *s, const struct pconn *pc)
+{
+	if (s->nconns == s->cap) {
+		unsigned int cap = s->cap ? s->cap * 2 : 64;
+		struct pconn *nc = talloc_realloc(ctx, s->conns, struct pconn, cap);
+		if (!nc)
+			return -ENOMEM;
+		s->conns = nc;
+		s->cap = cap;
+	}
+	if ((s->nconns + 1) * 2 > s->idx_size) {
+		unsigned int size = s->idx_size ? s->idx_size * 2 : 128;
+		uint32_t *ni = talloc_zero_array(ctx, uint32_t, size);
+		if (!ni)
+			return -ENOMEM;
+		talloc_free(s->idx);
+		s->idx = ni;
+		s->idx_size = size;
+		for (unsigned int k = 0; k < s->nconns; k++) {
+			unsigned int i = conn_slot(s->conns[k].id, size);
+			while (ni[i])
+				i = (i + 1) & (size - 1);
+			ni[i] = k + 1;
+		}
+	}
+	unsigned int i = conn_slot(pc->id, s->idx_size);
+	while (s->idx[i])
+		i = (i + 1) & (s->idx_size - 1);
+	s->conns[s->nconns++] = *pc;
+	s->idx[i] = s->nconns;
+	return 0;
 }
 
 static bool has_tx(const struct pconn *pc, uint32_t tx)
@@ -577,7 +734,10 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	struct lu_summary local;
 	bool global = false, root = false;
 	uint32_t expect_ring = 0;
-	char **seen = NULL;
+	struct seen {
+		const char *path;
+		size_t len;
+	} *seen = NULL;
 	size_t nseen = 0, cap = 0;
 	int ret;
 
@@ -593,7 +753,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	/* committed paths seen, as a talloc hash-free sorted check: parents are
 	 * verified with a simple open-addressing set */
 	cap = 1024;
-	seen = talloc_zero_array(tmp, char *, cap);
+	seen = talloc_zero_array(tmp, struct seen, cap);
 	while ((ret = rd_next(&r, &rc)) > 0) {
 		size_t at = r.pos;
 		switch (rc.type) {
@@ -629,13 +789,10 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				ret = bad(&r, "%s before offset %zu", "bad CONNECTION_DATA", at);
 				goto out;
 			}
-			struct pconn *nc = talloc_realloc(tmp, s.conns, struct pconn, s.nconns + 1);
-			if (!nc) {
+			if (add_conn(tmp, &s, &pc) < 0) {
 				ret = -ENOMEM;
 				goto out;
 			}
-			s.conns = nc;
-			s.conns[s.nconns++] = pc;
 			sum->conns++;
 			expect_ring = pc.ring ? pc.id : 0;
 			continue;
@@ -702,7 +859,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			}
 			if (path_is_special(pn.path))
 				break;
-			if (strcmp(pn.path, "/") == 0) {
+			if (pn.plen == 2) { /* "/" (parse_node: paths start with '/') */
 				if (root) {
 					ret =
 					    bad(&r, "%s before offset %zu", "root node twice", at);
@@ -712,13 +869,13 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 			} else {
 				/* parent must be the path of an earlier node: pre-order means
 				 * it is on the current chain, kept in seen[] as a stack */
-				const char *slash = strrchr(pn.path, '/');
+				const char *slash = memrchr(pn.path, '/', pn.plen - 1);
 				size_t plen = (size_t)(slash - pn.path);
 				while (nseen > 0) {
-					const char *top = seen[nseen - 1];
-					size_t tl = strlen(top);
-					if ((plen == 0 && tl == 1) ||
-					    (tl == plen && memcmp(top, pn.path, plen) == 0))
+					const struct seen *top = &seen[nseen - 1];
+					if ((plen == 0 && top->len == 1) ||
+					    (top->len == plen &&
+					     memcmp(top->path, pn.path, plen) == 0))
 						break;
 					nseen--;
 				}
@@ -729,7 +886,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				}
 			}
 			if (nseen == cap) {
-				char **ns = talloc_realloc(tmp, seen, char *, cap * 2);
+				struct seen *ns = talloc_realloc(tmp, seen, struct seen, cap * 2);
 				if (!ns) {
 					ret = -ENOMEM;
 					goto out;
@@ -737,7 +894,8 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				seen = ns;
 				cap *= 2;
 			}
-			seen[nseen++] = (char *)pn.path;
+			seen[nseen].path = pn.path;
+			seen[nseen++].len = pn.plen - 1;
 			sum->nodes++;
 			break;
 		}
@@ -921,6 +1079,22 @@ static int restore_output(struct conn *c, const char *d, size_t len, size_t resp
 	return 0;
 }
 
+/* NODE_DATA records in a checked stream from r's position (sizes the node table
+ * once): record headers only, bounds as rd_next(). */
+static unsigned long count_nodes(const struct rd *r)
+{
+	unsigned long n = 0;
+
+	for (size_t pos = r->pos; pos <= r->len && r->len - pos >= 8;) {
+		uint32_t type = g32(r->buf + pos), len = g32(r->buf + pos + 4);
+		if (type == LU_REC_END || len > r->len - pos - 8)
+			break;
+		n += type == LU_REC_NODE;
+		pos += 8 + ((len + 7u) & ~(size_t)7);
+	}
+	return n;
+}
+
 static struct node *mkparent_node(const char *path)
 {
 	char buf[XS_ABS_PATH_MAX + 2];
@@ -936,7 +1110,7 @@ static struct node *mkparent_node(const char *path)
 	return node_lookup(buf);
 }
 
-int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
+int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen)
 {
 	void *tmp = talloc_new(NULL);
 	struct rd r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
@@ -947,7 +1121,7 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 
 	if (!tmp)
 		return -ENOMEM;
-	ret = lu_stream_check(buf, len, NULL, err, errlen);
+	ret = checked ? 0 : lu_stream_check(buf, len, NULL, err, errlen);
 	if (ret < 0)
 		goto out;
 	/* the fresh tree's /tool/xenstored is replaced by the stream's nodes */
@@ -963,10 +1137,18 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 		struct node *n;
 	} chain[CHAIN_MAX];
 	unsigned int nchain = 0;
-	/* pass 1: listener, connections, watches, committed nodes */
+	size_t first_txn = 0;
+
+	ret = node_reserve(count_nodes(&r));
+	if (ret < 0)
+		goto fail;
 	while ((ret = rd_next(&r, &rc)) > 0) {
 		struct pnode pn;
 		switch (rc.type) {
+		case LU_REC_TXN:
+			if (!first_txn)
+				first_txn = (size_t)(rc.body - 8 - buf);
+			break;
 		case LU_REC_GLOBAL: {
 			int fd = (int32_t)g32(rc.body);
 			if (fd >= 0 && (ret = socket_adopt_listener(fd)) < 0)
@@ -993,13 +1175,10 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 				if (ret < 0)
 					goto fail;
 			}
-			struct pconn *nc = talloc_realloc(tmp, s.conns, struct pconn, s.nconns + 1);
-			if (!nc) {
+			if (add_conn(tmp, &s, &pc) < 0) {
 				ret = -ENOMEM;
 				goto fail;
 			}
-			s.conns = nc;
-			s.conns[s.nconns++] = pc;
 			break;
 		}
 		case LU_REC_XST_DOMAIN:
@@ -1039,21 +1218,24 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			break;
 		}
 		case LU_REC_NODE:
-			ret = parse_node(tmp, &rc, &pn);
-			if (ret < 0)
+			if (g32(rc.body))
+				break; /* a transaction's: pass 2 */
+			parse_node_checked(tmp, &rc, &pn);
+			if (!pn.p) {
+				ret = -ENOMEM;
 				goto fail;
-			if (pn.conn_id)
-				break;
+			}
 			if (path_is_special(pn.path)) {
 				ret = special_set_perms(pn.path, pn.p, pn.np);
-			} else if (strcmp(pn.path, "/") == 0) {
+			} else if (pn.plen == 2) { /* "/" */
 				struct node *root = node_root();
 				ret = node_set(&root, pn.val, pn.vlen, pn.p, pn.np);
 				chain[0] = (struct chain){"", 0, node_root()};
 				nchain = 1;
 			} else {
 				/* pre-order: the parent is on the chain of the last node */
-				const char *name = strrchr(pn.path, '/') + 1;
+				const char *name =
+				    (const char *)memrchr(pn.path, '/', pn.plen - 1) + 1;
 				size_t plen = (size_t)(name - 1 - pn.path);
 				struct node *parent = NULL, *n;
 				while (nchain > 0) {
@@ -1067,12 +1249,11 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 				}
 				if (!parent)
 					parent = mkparent_node(pn.path);
-				ret = parent ? node_create(parent, name, strlen(name), pn.p, pn.np,
-							   pn.val, pn.vlen, &n)
+				ret = parent ? node_create(parent, name, pn.plen - 1 - plen - 1,
+							   pn.p, pn.np, pn.val, pn.vlen, &n)
 					     : -EINVAL;
 				if (ret == 0 && nchain < CHAIN_MAX)
-					chain[nchain++] =
-					    (struct chain){pn.path, strlen(pn.path), n};
+					chain[nchain++] = (struct chain){pn.path, pn.plen - 1, n};
 			}
 			if (ret < 0)
 				goto fail;
@@ -1081,11 +1262,13 @@ int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen)
 			break;
 		}
 	}
-	/* pass 2: transactions, now that the committed tree is complete */
-	rd_preamble(&r);
+	/* pass 2: transactions, now that the committed tree is complete.  The check
+	 * guarantees every transaction record follows its TRANSACTION_DATA, so the pass
+	 * starts at the first one (none: nothing to do). */
+	r.pos = first_txn;
 	struct txn *cur = NULL;
 	uint32_t cur_flags = 0;
-	while ((ret = rd_next(&r, &rc)) > 0) {
+	while (first_txn && (ret = rd_next(&r, &rc)) > 0) {
 		struct pnode pn;
 		struct pconn *pc;
 		switch (rc.type) {
@@ -1207,4 +1390,56 @@ int lu_file_write(const char *path, const char *buf, size_t len)
 	if (close(fd) < 0)
 		return -errno;
 	return 0;
+}
+
+struct lu_map {
+	void *p;
+	size_t len;
+};
+
+static int lu_map_destroy(struct lu_map *m)
+{
+	if (m->len)
+		munmap(m->p, m->len);
+	return 0;
+}
+
+int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), seals, ret = 0;
+	struct lu_map *m;
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	m = talloc_zero(ctx, struct lu_map);
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (sealed)
+		*sealed = seals >= 0 && (seals & LU_SEALS) == LU_SEALS;
+	if (st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+			       fd, 0);
+		if (p == MAP_FAILED) {
+			ret = -errno;
+			goto out;
+		}
+		m->p = p;
+		m->len = (size_t)st.st_size;
+		talloc_set_destructor(m, lu_map_destroy);
+	}
+	*buf = m->len ? m->p : "";
+	*len = m->len;
+out:
+	if (ret < 0)
+		talloc_free(m);
+	close(fd);
+	return ret;
 }

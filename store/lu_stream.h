@@ -2,7 +2,7 @@
  * the hooks xstored's modules export for it.
  *
  * Writer: lu_stream_build() serialises the whole daemon state into one talloc
- * buffer: preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
+ * buffer (lu_stream_build_memfd(): straight into a memfd, then sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
  * partial input, pending output) followed by its WATCH_DATA, the two special ACL
  * nodes, every committed node (pre-order), then each open transaction as
  * TRANSACTION_DATA + its NODE_DATA records (+ xst's private TXN_EVENT records),
@@ -56,15 +56,26 @@ struct lu_summary {
 
 int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
 		    size_t *len_out);
+/* A new empty memfd for the stream (FD_CLOEXEC, sealable): its fd or -errno. */
+int lu_memfd_create(void);
+/* The stream written straight into fd (from lu_memfd_create), which is then sealed
+ * against writing, growing and shrinking.  0 or -errno (fd then unusable). */
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out);
 /* 0 or -EINVAL with a one-line reason in err. */
 int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen);
 /* Human-readable listing of a stream (checked first). */
 int lu_stream_print(FILE *f, const char *buf, size_t len);
 /* Rebuilds state into a daemon fresh from node_tree_init(); adopts the fds named in
- * the stream.  Connections' held/partial input is fed after everything is in place. */
-int lu_stream_restore(const char *buf, size_t len, char *err, size_t errlen);
+ * the stream.  Connections' held/partial input is fed after everything is in place.
+ * checked: this binary's lu_stream_check() already accepted exactly these bytes (a
+ * sealed stream the pre-flight passed), so it is not run again. */
+int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen);
 int lu_file_read(void *ctx, const char *path, char **buf, size_t *len);
 int lu_file_write(const char *path, const char *buf, size_t len);
+/* Maps path read-only; the mapping belongs to ctx (unmapped when ctx is freed).
+ * *sealed (if not NULL): the file is a memfd that can no longer change. */
+int lu_file_map(void *ctx, const char *path, const char **buf, size_t *len, bool *sealed);
+
 
 /* ---- hooks in the daemon's modules ---- */
 /* watch.c: c's watches, oldest first, as registered (orig path, token). */

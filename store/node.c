@@ -60,9 +60,9 @@ static void table_insert_raw(struct node **t, size_t size, struct node *n)
 	t[i] = n;
 }
 
-static int table_grow(void)
+/* Rehashes into a table of nsize slots (a power of two, larger than used). */
+static int table_resize(size_t nsize)
 {
-	size_t nsize = table_size ? table_size * 2 : 1024;
 	struct node **nt = calloc(nsize, sizeof(*nt));
 
 	if (!nt)
@@ -74,6 +74,11 @@ static int table_grow(void)
 	table = nt;
 	table_size = nsize;
 	return 0;
+}
+
+static int table_grow(void)
+{
+	return table_resize(table_size ? table_size * 2 : 1024);
 }
 
 static int table_add(struct node *n)
@@ -217,7 +222,8 @@ int node_create(struct node *parent, const char *name, size_t namelen, const str
 
 	if (namelen > UINT16_MAX || nperms == 0 || nperms > UINT16_MAX)
 		return -EINVAL;
-	if (parent->nkids == kids_cap(parent->nkids)) {
+	/* full: capacity is 0 for none, else the next power of two >= 2 */
+	if (parent->nkids == 0 || (parent->nkids >= 2 && !(parent->nkids & (parent->nkids - 1)))) {
 		struct node **nk = realloc(parent->kids, kids_cap(parent->nkids + 1) * sizeof(*nk));
 		if (!nk)
 			return -ENOMEM;
@@ -410,6 +416,15 @@ char *node_path(void *ctx, const struct node *n)
 		*--p = '/';
 	}
 	return buf;
+}
+
+int node_reserve(unsigned long more)
+{
+	size_t nsize = table_size ? table_size : 1024;
+
+	while ((table_used + more + 1) * 5 > nsize * 4)
+		nsize *= 2;
+	return nsize == table_size ? 0 : table_resize(nsize);
 }
 
 unsigned long node_count(void)

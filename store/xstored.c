@@ -144,7 +144,8 @@ static int lu_offline(const char *check, const char *inspect, const char *dump,
 		      const char *socket_path)
 {
 	void *ctx = talloc_new(NULL);
-	char *buf, err[256];
+	const char *buf;
+	char err[256];
 	size_t len;
 	int ret;
 
@@ -160,7 +161,14 @@ static int lu_offline(const char *check, const char *inspect, const char *dump,
 		talloc_free(ctx);
 		return ret < 0 ? 1 : 0;
 	}
-	ret = lu_file_read(ctx, check ? check : inspect, &buf, &len);
+	/* a gated pre-flight (lu.c): the stream is complete once stdin reaches EOF */
+	if (check && getenv("XSTORED_CHECK_WAIT")) {
+		char c;
+		ssize_t n;
+		while ((n = read(0, &c, 1)) > 0 || (n < 0 && errno == EINTR))
+			;
+	}
+	ret = lu_file_map(ctx, check ? check : inspect, &buf, &len, NULL);
 	if (ret < 0) {
 		fprintf(stderr, "xstored: %s: %s\n", check ? check : inspect, strerror(-ret));
 	} else if (check) {

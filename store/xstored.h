@@ -84,6 +84,8 @@ void node_delete(struct node *n);
 /* Reorders n's children to the order of names (same set); bumps nothing. */
 void node_reorder(struct node *n, char *const *names, unsigned int count);
 char *node_path(void *ctx, const struct node *n);
+/* Sizes the child table for `more` further nodes at once (a bulk restore). */
+int node_reserve(unsigned long more);
 unsigned long node_count(void);
 size_t node_mem(const struct node *n);
 /* Record size as quota "node-size" counts it. */

@@ -171,12 +171,17 @@ def test_lu_failure_keeps_old_daemon(lud, tmp_path, kind):
         binary, expect = binary_copy(tmp_path), "Error activating new binary."
         opts = ["-c", "--no-such-option"]
     else:
-        # a real xstored whose state file is damaged before it checks it
+        # a real xstored that finds the stream damaged: its check reads a damaged
+        # copy (the stream itself is a sealed memfd, see test_lu_stream_sealed)
         binary = tmp_path / "corrupting"
-        binary.write_text("#!/bin/sh\nprev=\nfor a; do\n  if [ \"$prev\" = --check-stream ]; then\n"
-                          "    printf 'garbage!' | dd of=\"$a\" bs=1 seek=40 conv=notrunc "
-                          "2>/dev/null\n  fi\n  prev=$a\ndone\nexec %s \"$@\"\n"
-                          % build_path("store", "xstored"))
+        binary.write_text("#!/bin/sh\nprev=\nfor a; do\n  shift\n"
+                          "  if [ \"$prev\" = --check-stream ]; then\n"
+                          "    [ -z \"$XSTORED_CHECK_WAIT\" ] || cat >/dev/null\n"
+                          "    cp \"$a\" %s/damaged\n"
+                          "    printf 'garbage!' | dd of=%s/damaged bs=1 seek=40 conv=notrunc "
+                          "2>/dev/null\n    a=%s/damaged\n  fi\n  set -- \"$@\" \"$a\"\n"
+                          "  prev=$a\ndone\nexec %s \"$@\"\n"
+                          % (tmp_path, tmp_path, tmp_path, build_path("store", "xstored")))
         binary.chmod(0o755)
         expect = "rejected the state"
     r = live_update(lud, binary, *opts)
@@ -191,6 +196,44 @@ def test_lu_failure_keeps_old_daemon(lud, tmp_path, kind):
     r = live_update(lud, binary_copy(tmp_path))
     assert r.returncode == 0, r.stdout
     assert c.read("/keep") == b"still"
+
+
+def test_lu_stream_sealed(lud, tmp_path):
+    """The pre-flight cannot change what the new process restores: the stream is a
+    sealed memfd (the new process relies on it to skip a second check)."""
+    c = SockConn(lud.socket)
+    c.write("/keep", "me")
+    binary = tmp_path / "damaging"
+    binary.write_text("#!/bin/sh\nprev=\nfor a; do\n  if [ \"$prev\" = --check-stream ]; then\n"
+                      "    case \"$a\" in /proc/self/fd/*) ;; *) exit 9;; esac\n"
+                      "    [ -n \"$XSTORED_CHECK_WAIT\" ] || exit 7\n"
+                      "    cat >/dev/null\n"
+                      "    if printf 'garbage!' | dd of=\"$a\" bs=1 seek=40 conv=notrunc "
+                      "2>/dev/null; then exit 8; fi\n"
+                      "    if printf 'garbage!' >> \"$a\"; then exit 8; fi\n"
+                      "  fi\n  prev=$a\ndone\nexec %s \"$@\"\n" % build_path("store", "xstored"))
+    binary.chmod(0o755)
+    r = live_update(lud, binary)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert c.read("/keep") == b"me"
+    c.write("/keep", "after")
+    assert c.read("/keep") == b"after"
+
+
+def test_lu_binary_without_gate(lud, tmp_path):
+    """A new binary that checks at once instead of waiting for the complete stream
+    (an xst binary without the gated pre-flight) fails the gated check, passes the
+    ordinary one, and the update goes through."""
+    c = SockConn(lud.socket)
+    for i in range(200):
+        c.write("/many/n%d" % i, "v" * 100)
+    binary = tmp_path / "ungated"
+    binary.write_text("#!/bin/sh\nunset XSTORED_CHECK_WAIT\nexec %s \"$@\" </dev/null\n"
+                      % build_path("store", "xstored"))
+    binary.chmod(0o755)
+    r = live_update(lud, binary)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert c.read("/many/n199") == b"v" * 100
 
 
 def test_lu_session_rules_and_abort(lud, tmp_path):
