@@ -220,6 +220,17 @@ static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
 		rc = -errno;
 		goto fail;
 	}
+	/*
+	 * PIT ticks the vcpu missed while its thread was not running are dropped, not
+	 * replayed one by one: guests keep time with a clocksource (kvmclock), and on a
+	 * loaded host replayed ticks only pile up emulated work (Linux's periodic tick
+	 * before its LAPIC timer is set up).  Best effort: without the capability KVM
+	 * keeps its default.
+	 */
+	if (ioctl(h->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_REINJECT_CONTROL) > 0) {
+		struct kvm_reinject_control rc_ctl = { .pit_reinject = 0 };
+		(void)ioctl(k->vm_fd, KVM_REINJECT_CONTROL, &rc_ctl);
+	}
 	rc = set_memslot(k);
 	if (rc < 0)
 		goto fail;
@@ -400,6 +411,7 @@ static void kvm_vcpu_destroy(struct xst_vcpu *vcpu)
 	struct kvm_vcpu *c = vcpu->priv;
 	if (c->fd < 0)
 		return;
+	kvm_profile_stop(c);
 	pthread_mutex_destroy(&c->kick_lock);
 	munmap(c->run, (size_t)h->run_size);
 	close(c->fd);
@@ -543,6 +555,7 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 	c->thread = pthread_self();
 	c->in_run = true;
 	pthread_mutex_unlock(&c->kick_lock);
+	(void)kvm_profile_start(c, KVM_KICK_SIGNAL);
 
 	for (;;) {
 		if (atomic_exchange(&c->kicked, false)) {
@@ -554,6 +567,10 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 		int err = errno;
 		atomic_fetch_add(&c->cpu_ns, thread_cpu_ns() - t0);
 		if (r < 0) {
+			if (err == EINTR && c->prof_armed && !atomic_load(&c->kicked)) {
+				kvm_profile_sample(c, vcpu->id);
+				continue;
+			}
 			if (err == EINTR || err == EAGAIN) {
 				exit_set(exit, XST_EXIT_NONE, "interrupted");
 				break;

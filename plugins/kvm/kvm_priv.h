@@ -86,10 +86,17 @@ struct kvm_vcpu {
 	atomic_bool kicked;
 	atomic_uint_fast64_t cpu_ns;
 	bool online;
+	bool prof_armed;        /* profile.c: the sampling timer runs (vcpu thread only) */
+	timer_t prof_timer;
 };
 
 static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }
 static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
+
+/* profile.c: rip sampling when XST_KVM_PROFILE is set (vcpu thread only) */
+int kvm_profile_start(struct kvm_vcpu *c, int signo);
+void kvm_profile_sample(struct kvm_vcpu *c, unsigned int id);
+void kvm_profile_stop(struct kvm_vcpu *c);
 
 /* cpuid.c */
 int kvm_cpuid_init(struct kvm_hv *h);
