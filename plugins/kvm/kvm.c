@@ -474,7 +474,7 @@ static bool handle_pio(struct xst_vm *vm, struct kvm_run *run, struct xst_vcpu_e
 }
 
 /* Reads up to n guest bytes at virtual address va of the vcpu's current mapping. */
-static int guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n)
+int kvm_guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n)
 {
 	struct kvm_vm *k = vcpu->vm->priv;
 	struct kvm_vcpu *c = vcpu->priv;
@@ -503,7 +503,7 @@ static void fail_detail(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit, const
 		snprintf(exit->detail, sizeof(exit->detail), "%s %u", what, code);
 		return;
 	}
-	n = guest_read_va(vcpu, r.rip, insn, sizeof(insn));
+	n = kvm_guest_read_va(vcpu, r.rip, insn, sizeof(insn));
 	snprintf(exit->detail, sizeof(exit->detail),
 		 "%s %u rip=%#llx insn=%02x %02x %02x %02x %02x %02x (%d)", what, code,
 		 (unsigned long long)r.rip, insn[0], insn[1], insn[2], insn[3], insn[4], insn[5],
@@ -526,8 +526,11 @@ static bool step_unemulated(struct xst_vcpu *vcpu)
 	struct kvm_vcpu_events ev;
 	uint8_t op = 0;
 	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
-	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
-	    (op != 0xcc && op != 0x9b))
+	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1)
+		return false;
+	if (kvm_vm_of(vcpu->vm)->syscall_bridge && op == 0x48)
+		return kvm_pvm_sysret(vcpu, &r);
+	if (op != 0xcc && op != 0x9b)
 		return false;
 	r.rip += 1;
 	if (op == 0x9b)
@@ -562,6 +565,8 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 			exit_set(exit, XST_EXIT_NONE, "kicked");
 			break;
 		}
+		if (kvm_vm_of(vcpu->vm)->syscall_bridge && !c->sc_armed)
+			(void)kvm_pvm_syscall_arm(vcpu);
 		uint64_t t0 = thread_cpu_ns();
 		int r = ioctl(c->fd, KVM_RUN, 0);
 		int err = errno;
@@ -613,6 +618,13 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 			exit->reason = XST_EXIT_FAIL;
 			snprintf(exit->detail, sizeof(exit->detail), "entry failed: %#llx",
 				 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			goto out;
+		case KVM_EXIT_DEBUG:
+			if (kvm_vm_of(vcpu->vm)->syscall_bridge &&
+			    kvm_pvm_syscall_debug_exit(vcpu) == 0)
+				continue;
+			exit->reason = XST_EXIT_FAIL;
+			fail_detail(vcpu, exit, "debug exit", run->debug.arch.exception);
 			goto out;
 		case KVM_EXIT_INTERNAL_ERROR:
 			if (step_unemulated(vcpu))

@@ -73,6 +73,7 @@ struct kvm_vm {
 	uint64_t mem_target_kib, mem_max_kib;
 	enum kvm_boot_kind boot;
 	uint64_t entry;         /* PVH: 32-bit entry point */
+	bool syscall_bridge;    /* pvm_syscall.c: a Linux kernel on PVM */
 	atomic_int shutdown;    /* -1 none, else enum xst_shutdown_reason */
 	struct kvm_uart uart;
 };
@@ -88,10 +89,22 @@ struct kvm_vcpu {
 	bool online;
 	bool prof_armed;        /* profile.c: the sampling timer runs (vcpu thread only) */
 	timer_t prof_timer;
+	bool sc_armed;          /* pvm_syscall.c: breakpoint on the #PF handler set */
+	bool sc_stepping;       /* pvm_syscall.c: single-stepping past it */
+	uint64_t sc_lstar, sc_pf_entry;
+	uint64_t sc_entries, sc_returns;
 };
 
 static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }
 static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
+
+/* pvm_syscall.c: finishing syscall/sysretq for ordinary kernels on PVM (vcpu thread) */
+int kvm_pvm_syscall_arm(struct xst_vcpu *vcpu);
+int kvm_pvm_syscall_debug_exit(struct xst_vcpu *vcpu);
+bool kvm_pvm_sysret(struct xst_vcpu *vcpu, const struct kvm_regs *cur);
+
+/* kvm.c: reads up to n guest bytes at a virtual address (stops at a page end) */
+int kvm_guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n);
 
 /* profile.c: rip sampling when XST_KVM_PROFILE is set (vcpu thread only) */
 int kvm_profile_start(struct kvm_vcpu *c, int signo);
