@@ -528,8 +528,6 @@ static bool step_unemulated(struct xst_vcpu *vcpu)
 	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
 	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1)
 		return false;
-	if (kvm_vm_of(vcpu->vm)->syscall_bridge && op == 0x48)
-		return kvm_pvm_sysret(vcpu, &r);
 	if (op != 0xcc && op != 0x9b)
 		return false;
 	r.rip += 1;

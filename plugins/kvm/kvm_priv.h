@@ -92,16 +92,20 @@ struct kvm_vcpu {
 	bool sc_armed;          /* pvm_syscall.c: breakpoint on the #PF handler set */
 	bool sc_stepping;       /* pvm_syscall.c: single-stepping past it */
 	uint64_t sc_lstar, sc_pf_entry;
-	uint64_t sc_entries, sc_returns;
+	uint64_t sc_entries;    /* syscalls finished */
 };
 
 static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }
 static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
 
-/* pvm_syscall.c: finishing syscall/sysretq for ordinary kernels on PVM (vcpu thread) */
+/*
+ * pvm_syscall.c: finishing user-mode syscall for ordinary kernels on PVM (vcpu thread).
+ * _arm: before each KVM_RUN until it has found LSTAR and the #PF handler and tried to
+ * set the breakpoint once; 0 (also: not yet) or -errno.  _debug_exit: handles a
+ * KVM_EXIT_DEBUG; 0, or -errno when it was not the bridge's (the vcpu then fails).
+ */
 int kvm_pvm_syscall_arm(struct xst_vcpu *vcpu);
 int kvm_pvm_syscall_debug_exit(struct xst_vcpu *vcpu);
-bool kvm_pvm_sysret(struct xst_vcpu *vcpu, const struct kvm_regs *cur);
 
 /* kvm.c: reads up to n guest bytes at a virtual address (stops at a page end) */
 int kvm_guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n);

@@ -13,8 +13,7 @@
  * way the CPU would have: CS/SS from MSR_STAR at CPL 0, rflags = r11 masked with
  * MSR_SYSCALL_MASK, the user rsp back, rip = LSTAR (the frame on the kernel stack is
  * simply abandoned; the entry code loads its own stack).  Any other page fault is
- * single-stepped past the breakpoint.  The way back, `sysretq` in kernel mode, is
- * finished here too when the emulator rejects it (kvm_pvm_sysret).
+ * single-stepped past the breakpoint.  The way back (sysretq, iretq) needs no help.
  *
  * On real hardware none of this runs: user syscalls never fault at LSTAR there.
  */
@@ -91,10 +90,8 @@ int kvm_pvm_syscall_arm(struct xst_vcpu *vcpu)
 		return 0;
 	c->sc_lstar = lstar;
 	c->sc_pf_entry = entry;
-	rc = debug_set(c, false);
-	if (rc == 0)
-		c->sc_armed = true;
-	return rc;
+	c->sc_armed = true; /* tried once: without KVM_SET_GUEST_DEBUG there is no bridge */
+	return debug_set(c, false);
 }
 
 static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type, unsigned int dpl,
@@ -151,28 +148,4 @@ int kvm_pvm_syscall_debug_exit(struct xst_vcpu *vcpu)
 		return -errno;
 	c->sc_entries++;
 	return 0;
-}
-
-bool kvm_pvm_sysret(struct xst_vcpu *vcpu, const struct kvm_regs *cur)
-{
-	struct kvm_vcpu *c = vcpu->priv;
-	struct kvm_regs r = *cur;
-	struct kvm_sregs s;
-	uint32_t idx = MSR_STAR;
-	uint64_t star;
-	uint8_t insn[3] = { 0 };
-
-	if (kvm_guest_read_va(vcpu, r.rip, insn, sizeof(insn)) != (int)sizeof(insn) ||
-	    insn[0] != 0x48 || insn[1] != 0x0f || insn[2] != 0x07)
-		return false;
-	if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0 || (s.cs.selector & 3) != 0 ||
-	    msrs_get(c->fd, &idx, &star, 1) < 0)
-		return false;
-	uint16_t base = (uint16_t)((star >> 48) & 0xfffc);
-	seg_flat(&s.cs, (uint16_t)((base + 16) | 3), 0xb, 3, true);
-	seg_flat(&s.ss, (uint16_t)((base + 8) | 3), 0x3, 3, false);
-	r.rip = r.rcx;
-	r.rflags = (r.r11 & 0x3c7fd7) | 0x2;
-	c->sc_returns++;
-	return ioctl(c->fd, KVM_SET_SREGS, &s) == 0 && ioctl(c->fd, KVM_SET_REGS, &r) == 0;
 }
