@@ -42,9 +42,11 @@
  * a guest can do without: ftrace's weak-function check (a kallsyms lookup per call
  * site), the trace-event enum rewrite and tracefs (no tracefs in the guest), every
  * built-in kfunc registration (the first one parses the 4 MiB vmlinux BTF: minutes;
- * the guest's BPF programs lose those kfuncs and TCP defaults to reno instead of cubic),
- * the CMOS RTC (the platform has none: probing it spins on a missing UIP bit) and the
- * built-in X.509 certificates (an RSA verify each; module signatures cannot be checked).
+ * the guest's BPF programs lose those kfuncs and TCP stays on reno instead of cubic,
+ * without trying to load it), the CMOS RTC (the platform has none: probing it spins on a
+ * missing UIP bit), the built-in X.509 certificates (an RSA verify each; module
+ * signatures cannot be checked), self-tests (blake2s, kdf108), the encrypted-keys type
+ * and /sys/kernel/slab (a sysfs directory per cache; /proc/slabinfo stays).
  */
 #define PVM_LINUX_CMDLINE \
 	"clearcpuid=xsave,avx,sse,sse2,popcnt,cx16,rdtscp,rdrand,rdseed,smap,erms,fsrm,pni," \
@@ -53,7 +55,8 @@
 	"initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,"               \
 	"tracer_init_tracefs,bpf_prog_test_run_init,bpf_key_sig_kfuncs_init,"              \
 	"bpf_rstat_kfunc_init,bpf_tcp_ca_kfunc_init,kfunc_init,cubictcp_register,"         \
-	"add_rtc_cmos,load_system_certificate_list"
+	"tcp_congestion_default,add_rtc_cmos,load_system_certificate_list,"               \
+	"blake2s_mod_init,crypto_kdf108_init,init_encrypted,slab_sysfs_init"
 #define HVM_START_MAGIC 0x336ec578u
 #define KERNEL_MAX (512u << 20)
 
