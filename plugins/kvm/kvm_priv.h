@@ -93,6 +93,7 @@ struct kvm_vcpu {
 	bool sc_stepping;       /* pvm_syscall.c: single-stepping past it */
 	uint64_t sc_lstar, sc_pf_entry;
 	uint64_t sc_entries;    /* syscalls finished */
+	uint64_t sc_nop_skips;  /* page faults let through by skipping a nop */
 };
 
 static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }

@@ -12,8 +12,10 @@
  * exception frame says "user mode, rip = LSTAR" is that syscall, and we finish it the
  * way the CPU would have: CS/SS from MSR_STAR at CPL 0, rflags = r11 masked with
  * MSR_SYSCALL_MASK, the user rsp back, rip = LSTAR (the frame on the kernel stack is
- * simply abandoned; the entry code loads its own stack).  Any other page fault is
- * single-stepped past the breakpoint.  The way back (sysretq, iretq) needs no help.
+ * simply abandoned; the entry code loads its own stack).  Any other page fault goes
+ * on past the breakpoint: over a nop by moving rip, else by single-stepping one
+ * instruction and arming the breakpoint again.  The way back (sysretq, iretq) needs no
+ * help.
  *
  * On real hardware none of this runs: user syscalls never fault at LSTAR there.
  */
@@ -129,8 +131,17 @@ int kvm_pvm_syscall_debug_exit(struct xst_vcpu *vcpu)
 			return -EFAULT;
 		got += (size_t)n;
 	}
-	if (frame[1] != c->sc_lstar || (frame[2] & 3) != 3)
-		return debug_set(c, true); /* an ordinary page fault */
+	if (frame[1] != c->sc_lstar || (frame[2] & 3) != 3) {
+		/* An ordinary page fault: past the breakpoint.  Linux's handler starts with
+		 * the nops of its patched-out clac; a nop is skipped here, anything else is
+		 * single-stepped. */
+		uint8_t op = 0;
+		if (kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1 || op != 0x90)
+			return debug_set(c, true);
+		r.rip += 1;
+		c->sc_nop_skips++;
+		return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+	}
 	uint32_t idx[2] = { MSR_STAR, MSR_SYSCALL_MASK };
 	uint64_t v[2];
 	int rc = msrs_get(c->fd, idx, v, 2);
