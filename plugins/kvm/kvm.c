@@ -526,9 +526,8 @@ static bool step_unemulated(struct xst_vcpu *vcpu)
 	struct kvm_vcpu_events ev;
 	uint8_t op = 0;
 	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
-	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1)
-		return false;
-	if (op != 0xcc && op != 0x9b)
+	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
+	    (op != 0xcc && op != 0x9b))
 		return false;
 	r.rip += 1;
 	if (op == 0x9b)
