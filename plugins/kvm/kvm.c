@@ -223,6 +223,17 @@ static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
 		rc = -errno;
 		goto fail;
 	}
+	/*
+	 * PIT ticks the vcpu missed while its thread was not running are dropped, not
+	 * replayed one by one: guests keep time with a clocksource (kvmclock), and on a
+	 * loaded host replayed ticks only pile up emulated work (Linux's periodic tick
+	 * before its LAPIC timer is set up).  Best effort: without the capability KVM
+	 * keeps its default.
+	 */
+	if (ioctl(h->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_REINJECT_CONTROL) > 0) {
+		struct kvm_reinject_control rc_ctl = { .pit_reinject = 0 };
+		(void)ioctl(k->vm_fd, KVM_REINJECT_CONTROL, &rc_ctl);
+	}
 	rc = set_memslot(k);
 	if (rc < 0)
 		goto fail;
@@ -421,6 +432,7 @@ static void kvm_vcpu_destroy(struct xst_vcpu *vcpu)
 		return;
 	if (vcpu->id < KVM_VCPUS_MAX)
 		k->vcpu_live[vcpu->id] = false;
+	kvm_profile_stop(c);
 	pthread_mutex_destroy(&c->kick_lock);
 	munmap(c->run, (size_t)h->run_size);
 	close(c->fd);
@@ -483,7 +495,7 @@ static bool handle_pio(struct xst_vm *vm, struct kvm_run *run, struct xst_vcpu_e
 }
 
 /* Reads up to n guest bytes at virtual address va of the vcpu's current mapping. */
-static int guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n)
+int kvm_guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n)
 {
 	struct kvm_vm *k = vcpu->vm->priv;
 	struct kvm_vcpu *c = vcpu->priv;
@@ -512,7 +524,7 @@ static void fail_detail(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit, const
 		snprintf(exit->detail, sizeof(exit->detail), "%s %u", what, code);
 		return;
 	}
-	n = guest_read_va(vcpu, r.rip, insn, sizeof(insn));
+	n = kvm_guest_read_va(vcpu, r.rip, insn, sizeof(insn));
 	snprintf(exit->detail, sizeof(exit->detail),
 		 "%s %u rip=%#llx insn=%02x %02x %02x %02x %02x %02x (%d)", what, code,
 		 (unsigned long long)r.rip, insn[0], insn[1], insn[2], insn[3], insn[4], insn[5],
@@ -535,7 +547,7 @@ static bool step_unemulated(struct xst_vcpu *vcpu)
 	struct kvm_vcpu_events ev;
 	uint8_t op = 0;
 	if (c->run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ||
-	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
+	    ioctl(c->fd, KVM_GET_REGS, &r) < 0 || kvm_guest_read_va(vcpu, r.rip, &op, 1) != 1 ||
 	    (op != 0xcc && op != 0x9b))
 		return false;
 	r.rip += 1;
@@ -564,17 +576,24 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 	c->thread = pthread_self();
 	c->in_run = true;
 	pthread_mutex_unlock(&c->kick_lock);
+	(void)kvm_profile_start(c, KVM_KICK_SIGNAL);
 
 	for (;;) {
 		if (atomic_exchange(&c->kicked, false)) {
 			exit_set(exit, XST_EXIT_NONE, "kicked");
 			break;
 		}
+		if (kvm_vm_of(vcpu->vm)->syscall_bridge && !c->sc_armed)
+			(void)kvm_pvm_syscall_arm(vcpu);
 		uint64_t t0 = thread_cpu_ns();
 		int r = ioctl(c->fd, KVM_RUN, 0);
 		int err = errno;
 		atomic_fetch_add(&c->cpu_ns, thread_cpu_ns() - t0);
 		if (r < 0) {
+			if (err == EINTR && c->prof_armed && !atomic_load(&c->kicked)) {
+				kvm_profile_sample(c, vcpu->id);
+				continue;
+			}
 			if (err == EINTR || err == EAGAIN) {
 				exit_set(exit, XST_EXIT_NONE, "interrupted");
 				break;
@@ -617,6 +636,13 @@ static int kvm_vcpu_run(struct xst_vcpu *vcpu, struct xst_vcpu_exit *exit)
 			exit->reason = XST_EXIT_FAIL;
 			snprintf(exit->detail, sizeof(exit->detail), "entry failed: %#llx",
 				 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			goto out;
+		case KVM_EXIT_DEBUG:
+			if (kvm_vm_of(vcpu->vm)->syscall_bridge &&
+			    kvm_pvm_syscall_debug_exit(vcpu) == 0)
+				continue;
+			exit->reason = XST_EXIT_FAIL;
+			fail_detail(vcpu, exit, "debug exit", run->debug.arch.exception);
 			goto out;
 		case KVM_EXIT_INTERNAL_ERROR:
 			if (step_unemulated(vcpu))

@@ -75,6 +75,7 @@ struct kvm_vm {
 	uint64_t mem_target_kib, mem_max_kib;
 	enum kvm_boot_kind boot;
 	uint64_t entry;         /* PVH: 32-bit entry point */
+	bool syscall_bridge;    /* pvm_syscall.c: a Linux kernel on PVM */
 	atomic_int shutdown;    /* -1 none, else enum xst_shutdown_reason */
 	struct kvm_uart uart;
 	/* This guest's CPUID model when it differs from the host's (levelled to what the
@@ -93,10 +94,34 @@ struct kvm_vcpu {
 	atomic_bool kicked;
 	atomic_uint_fast64_t cpu_ns;
 	bool online;
+	bool prof_armed;        /* profile.c: the sampling timer runs (vcpu thread only) */
+	timer_t prof_timer;
+	bool sc_armed;          /* pvm_syscall.c: breakpoint on the #PF handler set */
+	bool sc_stepping;       /* pvm_syscall.c: single-stepping past it */
+	uint64_t sc_lstar, sc_pf_entry;
+	uint64_t sc_entries;    /* syscalls finished */
+	uint64_t sc_nop_skips;  /* page faults let through by skipping a nop */
 };
 
 static inline struct kvm_hv *kvm_hv_of(struct xst_vm *vm) { return vm->hv->priv; }
 static inline struct kvm_vm *kvm_vm_of(struct xst_vm *vm) { return vm->priv; }
+
+/*
+ * pvm_syscall.c: finishing user-mode syscall for ordinary kernels on PVM (vcpu thread).
+ * _arm: before each KVM_RUN until it has found LSTAR and the #PF handler and tried to
+ * set the breakpoint once; 0 (also: not yet) or -errno.  _debug_exit: handles a
+ * KVM_EXIT_DEBUG; 0, or -errno when it was not the bridge's (the vcpu then fails).
+ */
+int kvm_pvm_syscall_arm(struct xst_vcpu *vcpu);
+int kvm_pvm_syscall_debug_exit(struct xst_vcpu *vcpu);
+
+/* kvm.c: reads up to n guest bytes at a virtual address (stops at a page end) */
+int kvm_guest_read_va(struct xst_vcpu *vcpu, uint64_t va, uint8_t *buf, size_t n);
+
+/* profile.c: rip sampling when XST_KVM_PROFILE is set (vcpu thread only) */
+int kvm_profile_start(struct kvm_vcpu *c, int signo);
+void kvm_profile_sample(struct kvm_vcpu *c, unsigned int id);
+void kvm_profile_stop(struct kvm_vcpu *c);
 
 /* cpuid.c */
 int kvm_cpuid_init(struct kvm_hv *h);
