@@ -8,12 +8,17 @@ prints the boot time.  Skips, printing why, only when /dev/kvm is unusable."""
 import glob
 import os
 import re
+import sys
 import time
 
 import pytest
 
-from conftest import build_path
-from netns_util import Host
+# tests/slow: minutes-long tests, run once by tests/run-all beside the ASan/UBSan suite
+# (`scons check` leaves them out); they use the integration tests' helpers.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                "integration"))
+from conftest import build_path  # noqa: E402
+from netns_util import Host  # noqa: E402
 
 INITRD = build_path("tests", "guests", "linux", "initramfs.cpio")
 MARKER = re.compile(r"XST-LINUX-READY uptime=([0-9.]+)")
