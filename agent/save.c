@@ -183,8 +183,10 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 		return failmsg(rep, ctx, rv, "%s: %s", r->file, err);
 	}
 	rv = stream_rx_new(a, ctx, r->has_paused && r->paused, &rx);
-	if (rv == 0)
+	if (rv == 0) {
+		stream_rx_verified(rx); /* stream_verify() above */
 		rv = stream_rx_feed(rx, map, (size_t)st.st_size); /* records read in place */
+	}
 	munmap(map, st.st_size);
 	if (rv < 0 || !stream_rx_done(rx)) {
 		if (rv == 0)
