@@ -13,6 +13,24 @@ import pytest
 
 from conftest import build_path
 
+
+def kvm_usable():
+    """None when /dev/kvm opens read-write, else why not."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as e:
+        return "/dev/kvm unusable: %s" % e.strerror
+    os.close(fd)
+    return None
+
+
+def skip_without_kvm():
+    """Skip the calling test, printing why, only when /dev/kvm is unusable."""
+    why = kvm_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+
 DRIVE = build_path("plugins", "kvm", "xst-kvm-drive")
 PLUGIN = build_path("plugins", "kvm", "xst-hv-kvm.so")
 GUEST = build_path("tests", "guests", "xstguest")

@@ -13,6 +13,7 @@ import pytest
 
 from agent_util import Host, process_alive, wait_state
 from conftest import build_path, wait_for
+from kvm_util import skip_without_kvm
 
 
 @pytest.fixture
@@ -252,12 +253,7 @@ def test_vcpu_pin_sim(host):
 
 
 def test_vcpu_pin_kvm(host):
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-        os.close(fd)
-    except OSError as e:
-        print("skipping: /dev/kvm unusable: %s" % e.strerror)
-        pytest.skip("/dev/kvm unusable: %s" % e.strerror)
+    skip_without_kvm()
     guest = build_path("tests", "guests", "xstguest")
     assert os.path.exists(guest), "test guest not built: %s" % guest
     check_pinning(host, "pinkvm", "kvm", 'core = "kvm"\ntype = "pvh"\nkernel = "%s"\n'
@@ -352,12 +348,7 @@ def test_sched_credit_weight_and_cap_sim(host):
 
 
 def test_sched_credit_kvm(host):
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-        os.close(fd)
-    except OSError as e:
-        print("skipping: /dev/kvm unusable: %s" % e.strerror)
-        pytest.skip("/dev/kvm unusable: %s" % e.strerror)
+    skip_without_kvm()
     guest = build_path("tests", "guests", "xstguest")
     d = host.create("sk", 'core = "kvm"\ntype = "pvh"\nkernel = "%s"\n'
                     'cmdline = "tick=50 dirty=4M rate=100000"\ncpu_weight = 2560\n' % guest)

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from conftest import build_path, wait_for
+from kvm_util import skip_without_kvm
 from netns_util import Host, Lab, netns_usable
 
 GUEST = build_path("tests", "guests", "xstguest")
@@ -20,21 +21,9 @@ cmdline = "tick=50 dirty=4M rate=4000 xs=1"
 """
 
 
-def kvm_usable():
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-    except OSError as e:
-        return "/dev/kvm unusable: %s" % e.strerror
-    os.close(fd)
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def need_kvm():
-    why = kvm_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_kvm()
     assert os.path.exists(GUEST), "test guest not built: %s" % GUEST
     assert os.path.exists(build_path("plugins", "kvm", "xst-hv-kvm.so"))
 

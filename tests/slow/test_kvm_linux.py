@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "integration"))
 from conftest import build_path  # noqa: E402
+from kvm_util import skip_without_kvm  # noqa: E402
 from netns_util import Host  # noqa: E402
 
 INITRD = build_path("tests", "guests", "linux", "initramfs.cpio")
@@ -44,15 +45,6 @@ CMDLINE = ("console=ttyS0 loglevel=4 rdinit=/init rodata=off nokaslr tsc=reliabl
            "apparmor=0 selinux=0 security=none")
 
 
-def kvm_usable():
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-    except OSError as e:
-        return "/dev/kvm unusable: %s" % e.strerror
-    os.close(fd)
-    return None
-
-
 def debian_kernel():
     """The newest /boot/vmlinuz-* (package linux-image-amd64)."""
     found = sorted(glob.glob("/boot/vmlinuz-*"), key=os.path.getmtime)
@@ -62,10 +54,7 @@ def debian_kernel():
 
 @pytest.fixture(scope="module", autouse=True)
 def need_kvm():
-    why = kvm_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_kvm()
     assert os.path.exists(INITRD), "Linux initramfs not built: %s" % INITRD
     assert os.path.exists(build_path("plugins", "kvm", "xst-hv-kvm.so"))
 
