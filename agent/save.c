@@ -154,40 +154,69 @@ fail:
 		       msg ? msg : strerror(-rv));
 }
 
+/* The restored file is mapped, checked once, then acted on in place: a rewrite after
+ * the check (same inode: in-place writes, truncation) changes its size or times. */
+struct restore_file {
+	int fd;
+	struct stat st;
+};
+
+static int restore_file_unchanged(void *arg)
+{
+	struct restore_file *f = arg;
+	struct stat now;
+
+	if (fstat(f->fd, &now) < 0)
+		return -errno;
+	if (now.st_size != f->st.st_size || now.st_mtim.tv_sec != f->st.st_mtim.tv_sec ||
+	    now.st_mtim.tv_nsec != f->st.st_mtim.tv_nsec ||
+	    now.st_ctim.tv_sec != f->st.st_ctim.tv_sec ||
+	    now.st_ctim.tv_nsec != f->st.st_ctim.tv_nsec)
+		return -ESTALE;
+	return 0;
+}
+
 int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *rep, void *ctx)
 {
 	struct stream_rx *rx;
 	struct adom *d;
+	struct restore_file f;
 	struct stat st;
 	uint8_t *map = MAP_FAILED;
 	char err[200];
 	double t0 = now_s();
-	int fd, rv;
+	int rv;
 
 	if (r->file[0] != '/')
 		return failmsg(rep, ctx, -EINVAL, "%s: the agent needs an absolute path", r->file);
-	fd = open(r->file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	f.fd = open(r->file, O_RDONLY | O_CLOEXEC);
+	if (f.fd < 0)
 		return failmsg(rep, ctx, -errno, "%s: %s", r->file, strerror(errno));
-	if (fstat(fd, &st) < 0 || st.st_size == 0) {
-		close(fd);
+	if (fstat(f.fd, &f.st) < 0 || f.st.st_size == 0) {
+		close(f.fd);
 		return failmsg(rep, ctx, -EINVAL, "%s: not an xst save file (empty)", r->file);
 	}
-	map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED)
-		return failmsg(rep, ctx, -errno, "%s: %s", r->file, strerror(errno));
+	st = f.st;
+	map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, f.fd, 0);
+	if (map == MAP_FAILED) {
+		rv = -errno;
+		close(f.fd);
+		return failmsg(rep, ctx, rv, "%s: %s", r->file, strerror(-rv));
+	}
 	rv = stream_verify(map, st.st_size, err, sizeof(err));
 	if (rv < 0) {
 		munmap(map, st.st_size);
+		close(f.fd);
 		return failmsg(rep, ctx, rv, "%s: %s", r->file, err);
 	}
 	rv = stream_rx_new(a, ctx, r->has_paused && r->paused, &rx);
 	if (rv == 0) {
-		stream_rx_verified(rx); /* stream_verify() above */
+		/* stream_verify() above; the file is not checked again, only its times */
+		stream_rx_verified(rx, restore_file_unchanged, &f);
 		rv = stream_rx_feed(rx, map, (size_t)st.st_size); /* records read in place */
 	}
 	munmap(map, st.st_size);
+	close(f.fd);
 	if (rv < 0 || !stream_rx_done(rx)) {
 		if (rv == 0)
 			stream_rx_abort(rx, "incomplete");

@@ -590,17 +590,19 @@ static int xs_walk(struct xs_walk *w, const char *base)
 }
 
 /* The guest's watches from xstored (XS_CONTROL domain-watches, a reply's worth at a
- * time) as a REC_XS_WATCHES payload on *buf.  No ring connection: no watches. */
+ * time, until the empty path that ends the list) as a REC_XS_WATCHES payload on *buf.
+ * No ring connection: no watches. */
 static int xs_watches(struct adom *d, uint8_t **buf, size_t *len)
 {
 	unsigned int count = 0, got;
 	uint8_t *b = talloc_zero_size(NULL, 8);
 	size_t bl = 8;
+	bool end = false;
 	int rv = 0;
 
 	if (!b)
 		return -ENOMEM;
-	for (;;) {
+	while (!end) {
 		char args[64], *rep;
 		size_t al, rl, off = 0;
 
@@ -618,6 +620,10 @@ static int xs_watches(struct adom *d, uint8_t **buf, size_t *len)
 			size_t pl = strnlen(rep + off, rl - off), tl;
 			uint8_t *nb;
 
+			if (pl == 0) {
+				end = true;
+				break;
+			}
 			if (off + pl + 1 >= rl)
 				break;
 			tl = strnlen(rep + off + pl + 1, rl - off - pl - 1);
@@ -839,6 +845,8 @@ struct stream_rx {
 	struct adom_ram *ram; /* the new domain's RAM mapped here (NULL: write_pages) */
 	bool ram_tried;
 	bool verified; /* stream_verify() checked the whole stream: no second checksum */
+	int (*unchanged)(void *arg); /* ... and this says it was not rewritten since */
+	void *unchanged_arg;
 	char *error;
 };
 
@@ -1446,6 +1454,8 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		return rx_fail(r, -EINVAL, "checksum mismatch: the stream is corrupted");
 	if (!r->d || !r->have_state)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
+	if (r->verified && r->unchanged && (rv = r->unchanged(r->unchanged_arg)) < 0)
+		return rx_fail(r, rv, "the file changed while it was being restored");
 	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
 	if (r->xs)
 		rx_xenstore(r);
@@ -1602,9 +1612,11 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 	return rv;
 }
 
-void stream_rx_verified(struct stream_rx *r)
+void stream_rx_verified(struct stream_rx *r, int (*unchanged)(void *arg), void *arg)
 {
 	r->verified = true;
+	r->unchanged = unchanged;
+	r->unchanged_arg = arg;
 }
 
 bool stream_rx_done(const struct stream_rx *r)

@@ -98,8 +98,10 @@ struct adom *stream_rx_domain(const struct stream_rx *r);
 /* Destroy the domain being built (if any); used when the sender went away. */
 void stream_rx_abort(struct stream_rx *r, const char *why);
 /* The whole stream passed stream_verify() (a restore): its END checksum is not taken
- * again while records are acted on. */
-void stream_rx_verified(struct stream_rx *r);
+ * again while records are acted on.  Instead, at the end record and before the domain
+ * resumes, unchanged(arg) must return 0: the verified bytes were not rewritten since
+ * (a negative errno fails the restore). */
+void stream_rx_verified(struct stream_rx *r, int (*unchanged)(void *arg), void *arg);
 
 /* Check a whole stream in memory (framing, header, END hash) without acting on it. */
 int stream_verify(const uint8_t *buf, size_t len, char *err, size_t errlen);

@@ -97,6 +97,8 @@ void dom_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* dom_vcpu.c */
 int dom_vcpus_start(struct dom *d);
+/* Starts a thread with a STACK-byte stack; -errno on failure. */
+int dom_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg);
 /* Wait until every vcpu with id >= from is parked (the caller changed the state or
  * the online count first; lock held). */
 void dom_vcpus_wait_parked_locked(struct dom *d, unsigned int from);

@@ -116,7 +116,6 @@ static void *throttle_thread(void *arg)
 
 int dom_sched_apply(struct dom *d)
 {
-	pthread_attr_t attr;
 	unsigned int i;
 	int ret = 0;
 
@@ -132,10 +131,7 @@ int dom_sched_apply(struct dom *d)
 			pthread_mutex_lock(&d->lock);
 			d->throttle_started = false;
 		}
-		pthread_attr_init(&attr);
-		pthread_attr_setstacksize(&attr, 64 * 1024);
-		ret = -pthread_create(&d->throttle, &attr, throttle_thread, d);
-		pthread_attr_destroy(&attr);
+		ret = dom_thread_start(&d->throttle, 64 * 1024, throttle_thread, d);
 		if (ret == 0)
 			d->throttle_started = d->throttle_running = true;
 	}

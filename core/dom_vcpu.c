@@ -169,7 +169,6 @@ static void *vcpu_thread(void *arg)
 
 int dom_vcpus_start(struct dom *d)
 {
-	pthread_attr_t attr;
 	unsigned int i;
 	int ret = 0;
 
@@ -185,14 +184,26 @@ int dom_vcpus_start(struct dom *d)
 			return ret;
 	}
 	/* Guest threads need little stack; 1,000 domains per host add up. */
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
 	for (i = 0; i < d->nvcpus; i++) {
-		ret = -pthread_create(&d->vcpus[i].thread, &attr, vcpu_thread, &d->vcpus[i]);
+		ret = dom_thread_start(&d->vcpus[i].thread, 256 * 1024, vcpu_thread,
+				       &d->vcpus[i]);
 		if (ret < 0)
 			break;
 		d->vcpus[i].started = true;
 	}
+	return ret;
+}
+
+int dom_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	int ret = -pthread_attr_init(&attr);
+
+	if (ret < 0)
+		return ret;
+	ret = -pthread_attr_setstacksize(&attr, stack);
+	if (ret == 0)
+		ret = -pthread_create(t, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
 	return ret;
 }

@@ -218,7 +218,8 @@ static int list_one(void *arg, const char *orig, const char *token)
 
 /* domain-watches DOMID [START]: the domain connection's watches, oldest first, as
  * "path\0token\0" pairs (paths as the guest registered them), from the START-th on, as
- * many as fit one reply; an empty reply ends the list. */
+ * many as fit one reply; an empty path ("\0", never a watch's) ends the list, in the
+ * reply that holds its last watch when there is room, else alone in the next one. */
 static int ctl_domain_watches(struct req *r, const char **a, unsigned int n)
 {
 	struct watch_list l = { 0 };
@@ -245,6 +246,8 @@ static int ctl_domain_watches(struct req *r, const char **a, unsigned int n)
 		return ret;
 	if (l.full && l.listed == 0)
 		return -E2BIG;
+	if (!l.full && l.len < XS_PAYLOAD_MAX)
+		l.buf[l.len++] = '\0';
 	return reply(r, l.buf, l.len);
 }
 

@@ -70,6 +70,17 @@ static const struct cpuid_feature {
 
 #define NFEATURES (sizeof(features) / sizeof(features[0]))
 #define NWORDS (sizeof(words) / sizeof(words[0]))
+
+/* A compared word's state bits (0 for a word not compared). */
+static uint32_t state_bits(uint32_t function, uint32_t index, uint32_t reg)
+{
+	for (size_t i = 0; i < NWORDS; i++)
+		if (words[i].function == function && words[i].index == index &&
+		    words[i].reg == reg)
+			return words[i].ignore;
+	return 0;
+}
+
 #define MASK_ENV "XST_KVM_CPUID_MASK"
 
 static const char *const reg_names[] = {"eax", "ebx", "ecx", "edx"};
@@ -203,12 +214,8 @@ static int level(struct xst_vm *vm, const KvmCpuFeatures *f, char *why, size_t w
 	for (size_t i = 0; i < f->n_word; i++) {
 		const KvmCpuidWord *w = f->word[i];
 		struct kvm_cpuid_entry2 *e = entry_find(c, w->function, w->index);
-		uint32_t keep = w->value;
+		uint32_t keep = w->value | state_bits(w->function, w->index, w->reg);
 
-		for (size_t j = 0; j < NWORDS; j++)
-			if (words[j].function == w->function && words[j].index == w->index &&
-			    words[j].reg == w->reg)
-				keep |= words[j].ignore;
 		if (e)
 			*entry_reg(e, w->reg) &= keep;
 	}
@@ -251,11 +258,8 @@ int kvm_cpu_check(struct xst_vm *vm, const uint8_t *blob, size_t len, char *why,
 			break;
 		}
 		e = entry_find(h->cpuid, w->function, w->index);
-		here = e ? *entry_reg(e, w->reg) : 0;
-		for (size_t k = 0; k < NWORDS; k++)
-			if (words[k].function == w->function && words[k].index == w->index &&
-			    words[k].reg == w->reg)
-				here |= words[k].ignore;
+		here = (e ? *entry_reg(e, w->reg) : 0) |
+		       state_bits(w->function, w->index, w->reg);
 		missing = w->value & ~here;
 		if (missing) {
 			char name[96];

@@ -115,9 +115,10 @@ class Host:
                 self.name, " ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
         return r
 
-    def xst_bg(self, *args):
+    def xst_bg(self, *args, stdin=None):
         return subprocess.Popen(self._wrap([xst_path()] + list(args)), env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
 
     def domctl(self, domid, *args, check=True, timeout=60):
         r = subprocess.run([domctl_path(), "--rundir", self.rundir, "--domid", str(domid)]

@@ -164,3 +164,29 @@ def test_failed_save_leaves_domain_running(host, tmp_path):
     r = host.xst("save", "nosuch", str(tmp_path / "y"), check=False)
     assert r.stderr == 'xst: save: domain "nosuch" does not exist\n'
     host.xst("destroy", "vm1")
+
+
+def test_file_rewritten_during_restore_refused(host, tmp_path):
+    """A restore checks the file's checksum once, then acts on the mapped file: a file
+    rewritten in the meantime (here only its times change, as any write changes them)
+    is refused before the guest resumes, and nothing is left behind."""
+    cfg = tmp_path / "big.cfg"
+    cfg.write_text(CFG.format(name="big", mem=512).replace(
+        "dirty=4M/s,console=50ms,ws=4M", "dirty=4000M/s,console=50ms,ws=384M"))
+    host.xst("create", str(cfg))
+    time.sleep(1)                       # the working set filled: a file of ~384 MiB
+    f = tmp_path / "big.save"
+    host.xst("save", "big", str(f))
+    assert f.stat().st_size > 256 << 20
+    p = host.xst_bg("restore", str(f))
+    while p.poll() is None:
+        os.utime(f)
+        time.sleep(0.002)
+    out, err = p.communicate()
+    assert p.returncode == 1, (out, err)
+    assert err == ("xst: restore: %s: the file changed while it was being restored\n" % f)
+    no_guest_left(host)
+    # left alone, the same file restores
+    host.xst("restore", str(f))
+    assert "big" in host.domains()
+    host.xst("destroy", "big")

@@ -262,16 +262,16 @@ def test_domain_watches_listed_and_registered_for_a_guest(guest):
     """xst's XS_CONTROL domain-watches / domain-watch: the agent reads a guest's watches
     on one xstored and registers them for it on another (migration, restore)."""
     priv, ring = guest
-    assert priv.call("CONTROL", "domain-watches", "5") == b""
+    assert priv.call("CONTROL", "domain-watches", "5") == b"\0"      # the end, at once
     ring.call("WATCH", "control/shutdown", "ctl")
     ring.call("WATCH", "/local/domain/5/w", "abs")
     ring.call("WATCH", "@releaseDomain", "rel")
     for _ in range(3):
         ring.next_event()
     assert priv.call("CONTROL", "domain-watches", "5") == \
-        b"control/shutdown\0ctl\0/local/domain/5/w\0abs\0@releaseDomain\0rel\0"
-    assert priv.call("CONTROL", "domain-watches", "5", "2") == b"@releaseDomain\0rel\0"
-    assert priv.call("CONTROL", "domain-watches", "5", "3") == b""
+        b"control/shutdown\0ctl\0/local/domain/5/w\0abs\0@releaseDomain\0rel\0\0"
+    assert priv.call("CONTROL", "domain-watches", "5", "2") == b"@releaseDomain\0rel\0\0"
+    assert priv.call("CONTROL", "domain-watches", "5", "3") == b"\0"
     # registering: as if the guest had sent WATCH, initial event included
     ring.call("RESET_WATCHES")
     assert priv.call("CONTROL", "domain-watch", "5", "data", "d") == b"OK\0"
@@ -279,7 +279,30 @@ def test_domain_watches_listed_and_registered_for_a_guest(guest):
     priv.write("/local/domain/5/data/x", "1")
     assert ring.next_event() == (b"data/x", b"d")   # relative, as registered
     assert priv.err("CONTROL", "domain-watch", "5", "data", "d") == "EEXIST"
-    assert priv.call("CONTROL", "domain-watches", "5") == b"data\0d\0"
+    assert priv.call("CONTROL", "domain-watches", "5") == b"data\0d\0\0"
+    # more than one reply holds: the first has no end mark, the next ends with it
+    ring.call("RESET_WATCHES")
+    want = [("w%03d/" % i + "x" * 90, "t%d" % i) for i in range(60)]
+    for p, t in want:
+        ring.call("WATCH", p, t)
+        ring.next_event()
+    got, start, replies = [], 0, []
+    while True:
+        r = priv.call("CONTROL", "domain-watches", "5", str(start))
+        replies.append(r)
+        parts = r.split(b"\0")
+        assert parts[-1] == b""
+        parts = parts[:-1]
+        end = len(parts) % 2 == 1
+        if end:
+            assert parts[-1] == b""
+            parts = parts[:-1]
+        got += [(parts[i].decode(), parts[i + 1].decode()) for i in range(0, len(parts), 2)]
+        start = len(got)
+        if end:
+            break
+    assert got == want
+    assert len(replies) == 2 and all(len(r) <= 4096 for r in replies), [len(r) for r in replies]
     # bad requests
     assert priv.err("CONTROL", "domain-watches", "6") == "ENOENT"     # no such domain
     assert priv.err("CONTROL", "domain-watches", "5x") == "EINVAL"

@@ -8,6 +8,7 @@ prints the boot time.  Skips, printing why, only when /dev/kvm is unusable."""
 import glob
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -80,7 +81,19 @@ def wait_console(h, d, rx, timeout, what):
         time.sleep(1)
 
 
-def test_kvm_linux_boots_to_shell_and_powers_off(host, tmp_path):
+def shell_echo(h, name, d, tag, timeout=300):
+    """Types an echo command on the domain's console through `xst console` (Ctrl-]
+    detaches) and waits for the shell's answer: the arithmetic is the shell's, so the
+    terminal's echo of the typed line cannot match."""
+    with h.xst_bg("console", name, stdin=subprocess.PIPE) as p:
+        p.stdin.write("echo XST-%s-$((6*7))\n\x1d" % tag)
+        p.stdin.close()
+        p.wait(30)
+        assert p.returncode == 0, p.stderr.read()
+    wait_console(h, d, re.compile(r"XST-%s-42" % tag), timeout, "shell answer " + tag)
+
+
+def test_kvm_linux_boots_saves_restores_and_powers_off(host, tmp_path):
     kernel = debian_kernel()
     cfg = tmp_path / "lx.cfg"
     cfg.write_text(CFG.format(name="lx", kernel=kernel, ramdisk=INITRD, cmdline=CMDLINE))
@@ -94,8 +107,20 @@ def test_kvm_linux_boots_to_shell_and_powers_off(host, tmp_path):
     # xst-guestd reads its name and watches control/shutdown: then `xst shutdown`
     # reaches it through xenstore and it powers the guest off.
     wait_console(host, d, re.compile(r"xst-guestd: name=lx"), 120, "xst-guestd")
+    shell_echo(host, "lx", d, "A")
+    # Save and restore: the restored kernel keeps its shell (same processes, no boot:
+    # no second marker) and xst-guestd still answers `xst shutdown` through the ring.
+    f = tmp_path / "lx.save"
+    t1 = time.monotonic()
+    host.xst("save", "lx", str(f))
+    assert host.domains() == {}
+    host.xst("restore", str(f))
+    print("xst save + restore: %.2f s" % (time.monotonic() - t1))
+    d2 = host.domid("lx")
+    shell_echo(host, "lx", d2, "B")
+    assert not MARKER.search(host.console_log(d2)), "the restored guest booted again"
     t1 = time.monotonic()
     r = host.xst("shutdown", "-w", "lx", timeout=180)
-    assert "Domain %d has been shut down, reason code 0" % d in r.stderr, r.stderr
+    assert "Domain %d has been shut down, reason code 0" % d2 in r.stderr, r.stderr
     print("xst shutdown -w: %.1f s" % (time.monotonic() - t1))
     assert host.domains() == {}
