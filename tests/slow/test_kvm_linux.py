@@ -107,6 +107,8 @@ def test_kvm_linux_boots_saves_restores_and_powers_off(host, tmp_path):
     # xst-guestd reads its name and watches control/shutdown: then `xst shutdown`
     # reaches it through xenstore and it powers the guest off.
     wait_console(host, d, re.compile(r"xst-guestd: name=lx"), 120, "xst-guestd")
+    # input sent before the shell opens the console is dropped by the guest's tty
+    wait_console(host, d, re.compile(r"\n/ # "), 120, "shell prompt")
     shell_echo(host, "lx", d, "A")
     # Save and restore: the restored kernel keeps its shell (same processes, no boot:
     # no second marker) and xst-guestd still answers `xst shutdown` through the ring.
