@@ -35,12 +35,20 @@ static int failmsg(Xstagent__Reply *rep, void *ctx, int err, const char *fmt, ..
 	return err < 0 ? err : -EIO;
 }
 
+/* The save file: each chunk's writeback starts as soon as it is written, so the fsync
+ * that ends the save waits for the last chunk only, not the whole file. */
+struct save_file {
+	int fd;
+	off_t off;
+};
+
 static int file_sink(void *arg, const uint8_t *buf, size_t len)
 {
-	int fd = *(int *)arg;
+	struct save_file *f = arg;
+	off_t start = f->off;
 
 	while (len) {
-		ssize_t n = write(fd, buf, len);
+		ssize_t n = write(f->fd, buf, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -48,7 +56,12 @@ static int file_sink(void *arg, const uint8_t *buf, size_t len)
 			return -errno;
 		buf += n;
 		len -= n;
+		f->off += n;
 	}
+	/* a hint: fsync() below is what makes the file durable */
+	if (sync_file_range(f->fd, start, f->off - start, SYNC_FILE_RANGE_WRITE) < 0 &&
+	    errno != ESPIPE && errno != EINVAL)
+		return -errno;
 	return 0;
 }
 
@@ -76,10 +89,11 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	struct adom *d = adom_find(a, s->dom);
 	bool checkpoint = s->has_checkpoint && s->checkpoint, paused_by_us = false;
 	struct stream_tx *t = NULL;
+	struct save_file sf;
 	Xstdom__Info *info;
 	uint64_t npages;
 	char *msg = NULL, *core;
-	double t0 = now_s();
+	double t0 = now_s(), tm[5];
 	int fd = -1, rv;
 
 	if (!d)
@@ -96,13 +110,17 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	fd = open(s->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return failmsg(rep, ctx, -errno, "%s: %s", s->file, strerror(errno));
+	tm[0] = now_s();
 	if (info->state != XSTDOM__VM_STATE__PAUSED) {
 		rv = simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
 		if (rv < 0)
 			goto fail;
 		paused_by_us = true;
 	}
-	rv = stream_tx_new(ctx, file_sink, &fd, &t);
+	tm[1] = now_s();
+	sf.fd = fd;
+	sf.off = 0;
+	rv = stream_tx_new(ctx, file_sink, &sf, &t);
 	if (rv == 0)
 		rv = stream_tx_header(t, core, npages, 0); /* restore runs it unless -p, as xl */
 	if (rv == 0)
@@ -111,14 +129,17 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 		rv = stream_tx_cpu(t, d, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_pages(t, d, npages, NULL, 0, false, &msg, ctx);
+	tm[2] = now_s();
 	if (rv == 0)
 		rv = stream_tx_xenstore(t, d);
 	if (rv == 0)
 		rv = stream_tx_state(t, d, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_end(t);
+	tm[3] = now_s();
 	if (rv == 0 && fsync(fd) < 0)
 		rv = -errno;
+	tm[4] = now_s();
 	if (rv == 0 && close(fd) < 0) {
 		fd = -1;
 		rv = -errno;
@@ -127,7 +148,10 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	if (rv < 0)
 		goto fail;
 	agent_log(a, "domain %u (%s) saved to %s: %" PRIu64 " pages (%" PRIu64 " zero), %" PRIu64
-		  " bytes", d->domid, d->name, s->file, t->pages_sent, t->pages_zero, t->bytes);
+		  " bytes (%.1f ms: setup %.1f, pause %.1f, pages %.1f, xenstore and state %.1f, "
+		  "fsync %.1f)", d->domid, d->name, s->file, t->pages_sent, t->pages_zero, t->bytes,
+		  (tm[4] - t0) * 1e3, (tm[0] - t0) * 1e3, (tm[1] - tm[0]) * 1e3,
+		  (tm[2] - tm[1]) * 1e3, (tm[3] - tm[2]) * 1e3, (tm[4] - tm[3]) * 1e3);
 	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 	rep->text = talloc_asprintf(ctx, "saved domain %u (%s) to %s: %" PRIu64 " bytes, %" PRIu64
 				    " pages (%" PRIu64 " zero pages skipped) in %.2f s", d->domid,
