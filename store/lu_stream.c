@@ -184,6 +184,12 @@ static void wb_tree(struct wbuf *w, const struct node *n, char *path, size_t len
 		wb_node_len(w, 0, 0, "/", 2, 0, node_perms(n), n->nperms, node_value(n), n->vlen);
 	for (uint32_t i = 0; i < n->nkids && !w->err; i++) {
 		const struct node *k = n->kids[i];
+		/* the records are scattered over the heap: fetch the next siblings' while
+		 * this one is written, rather than missing the cache on each in turn */
+		if (i + 4 < n->nkids) {
+			__builtin_prefetch(n->kids[i + 4]);
+			__builtin_prefetch((const char *)n->kids[i + 4] + 64);
+		}
 		if (len + 1 + k->namelen + 1 > XS_ABS_PATH_MAX + 2) {
 			w->err = -ENAMETOOLONG;
 			return;
@@ -1139,7 +1145,7 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 	unsigned int nchain = 0;
 	size_t first_txn = 0;
 
-	ret = node_reserve(count_nodes(&r));
+	ret = node_bulk_begin(count_nodes(&r));
 	if (ret < 0)
 		goto fail;
 	while ((ret = rd_next(&r, &rc)) > 0) {
@@ -1262,6 +1268,7 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 			break;
 		}
 	}
+	node_bulk_end();
 	/* pass 2: transactions, now that the committed tree is complete.  The check
 	 * guarantees every transaction record follows its TRANSACTION_DATA, so the pass
 	 * starts at the first one (none: nothing to do). */
