@@ -15,7 +15,9 @@
  * stdin), the state stream with the `-s` OK appended to its connection's output is
  * written into the memfd N and sealed, and the gate opens: the child must check the
  * stream and print "xstored-stream-ok" (a failed gated check is retried once
- * ungated; without a memfd, the state file and an ordinary pre-flight are used).
+ * ungated; without a memfd -- none can be made, /proc is missing, or
+ * XSTORED_LU_NO_MEMFD=1 is set -- the state file and an ordinary pre-flight are
+ * used).
  * Only then does this process exec the new binary with `-U`.  Any failure before the exec
  * (or the exec itself) leaves this daemon serving and answers `-s` with the
  * reason; held requests are then processed in order. */
@@ -532,6 +534,7 @@ struct check {
 	pid_t pid;
 	int out;  /* its stdout */
 	int gate; /* its stdin's write end, or -1 */
+	unsigned long followed; /* accepted: watermarks it checked up to before the end */
 };
 
 static int check_spawn(void *ctx, const char *state, bool gated, struct check *ck)
@@ -545,10 +548,16 @@ static int check_spawn(void *ctx, const char *state, bool gated, struct check *c
 
 	if (!argv || pipe2(opipe, O_CLOEXEC) < 0)
 		return -ENOMEM;
-	if (gated && pipe2(gpipe, O_CLOEXEC) < 0) {
+	/* the gate also carries the writer's watermarks: never block the daemon on it */
+	if (gated && (pipe2(gpipe, O_CLOEXEC) < 0 || fcntl(gpipe[1], F_SETFL, O_NONBLOCK) < 0)) {
+		err = errno;
+		if (gpipe[0] >= 0) {
+			close(gpipe[0]);
+			close(gpipe[1]);
+		}
 		close(opipe[0]);
 		close(opipe[1]);
-		return -errno;
+		return -err;
 	}
 	sigemptyset(&none);
 	posix_spawn_file_actions_init(&fa);
@@ -608,8 +617,11 @@ static const char *check_verdict(void *ctx, struct check *ck)
 	close(ck->out);
 	while (waitpid(ck->pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "xstored-stream-ok"))
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "xstored-stream-ok")) {
+		const char *f = strstr(out, " followed ");
+		ck->followed = f ? strtoul(f + 10, NULL, 10) : 0;
 		return NULL;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
 		return "the new binary could not be executed";
 	if (strstr(out, "invalid stream"))
@@ -660,7 +672,10 @@ static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *
 	*fd_out = -1;
 	*err_out = 0;
 	ck->pid = -1;
-	fd = lu_memfd_create();
+	/* XSTORED_LU_NO_MEMFD=1 (tests, or a host whose memfds misbehave): the file */
+	fd = getenv("XSTORED_LU_NO_MEMFD") && strcmp(getenv("XSTORED_LU_NO_MEMFD"), "1") == 0
+		 ? -ENOSYS
+		 : lu_memfd_create();
 	if (fd >= 0) {
 		path = talloc_asprintf(ctx, "/proc/self/fd/%d", fd);
 		if (!path || access(path, R_OK) < 0 || fcntl(fd, F_SETFD, 0) < 0) {
@@ -672,7 +687,8 @@ static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *
 		set_cloexec(false);
 		if (check_spawn(ctx, path, true, ck) < 0)
 			ck->pid = -1;
-		ret = lu_stream_build_memfd(fd, lu_listen_fd, extra, len_out);
+		ret = lu_stream_build_memfd(fd, lu_listen_fd, extra, ck->pid > 0 ? ck->gate : -1,
+					    len_out);
 		if (ret == 0) {
 			*fd_out = fd;
 			return path;
@@ -713,7 +729,7 @@ static void activate(void)
 	const char *tail[] = {"-U"};
 	const char *why, *how;
 	char **argv, *msg, stamp[24];
-	struct check ck;
+	struct check ck = {.pid = -1, .out = -1, .gate = -1};
 	size_t len;
 	int ret, sfd;
 
@@ -735,7 +751,9 @@ static void activate(void)
 	}
 	t1 = now_us();
 	why = ck.pid > 0 ? check_verdict(tmp, &ck) : "no gated check";
-	how = ck.pid <= 0 ? "" : why ? " (gated check failed, checked again)" : " (gated)";
+	how = ck.pid <= 0 ? ""
+	      : why	   ? " (gated check failed, checked again)"
+			   : talloc_asprintf(tmp, " (gated, watermarks followed: %lu)", ck.followed);
 	if (why) /* not gated, or a binary without the gate: the ordinary pre-flight */
 		why = preflight(tmp, state);
 	t2 = now_us();

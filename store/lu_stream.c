@@ -32,7 +32,25 @@ struct wbuf {
 	size_t len, cap;
 	int fd;
 	int err;
+	int progress;	  /* pipe for watermarks (lu_stream_build_memfd), or -1 */
+	size_t published; /* last watermark sent */
 };
+
+#define WATERMARK_STEP (256 << 10)
+
+/* Tells the pre-flight following the stream that its first w->len bytes are final
+ * (whole records, never written again).  Called between records.  The pipe is
+ * non-blocking: a watermark the pipe has no room for is simply skipped (the next
+ * one, or the end of the stream, covers it). */
+static void wb_progress(struct wbuf *w)
+{
+	uint64_t wm = w->len;
+
+	if (w->progress < 0 || w->err || w->len - w->published < WATERMARK_STEP)
+		return;
+	if (write(w->progress, &wm, sizeof(wm)) == (ssize_t)sizeof(wm))
+		w->published = w->len;
+}
 
 static int wb_grow(struct wbuf *w, size_t cap)
 {
@@ -182,6 +200,7 @@ static void wb_tree(struct wbuf *w, const struct node *n, char *path, size_t len
 			    n->vlen);
 	else
 		wb_node_len(w, 0, 0, "/", 2, 0, node_perms(n), n->nperms, node_value(n), n->vlen);
+	wb_progress(w);
 	for (uint32_t i = 0; i < n->nkids && !w->err; i++) {
 		const struct node *k = n->kids[i];
 		/* the records are scattered over the heap: fetch the next siblings' while
@@ -402,7 +421,7 @@ static int build(struct wbuf *wp, int listen_fd, const struct lu_extra *extra)
 int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char **buf_out,
 		    size_t *len_out)
 {
-	struct wbuf w = {.fd = -1};
+	struct wbuf w = {.fd = -1, .progress = -1};
 	int ret = build(&w, listen_fd, extra);
 
 	if (ret < 0) {
@@ -423,9 +442,10 @@ int lu_memfd_create(void)
 	return fd < 0 ? -errno : fd;
 }
 
-int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out)
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, int progress_fd,
+			  size_t *len_out)
 {
-	struct wbuf w = {.fd = fd};
+	struct wbuf w = {.fd = fd, .progress = progress_fd};
 	int ret = build(&w, listen_fd, extra);
 
 	if (w.p)
@@ -446,12 +466,29 @@ struct rec {
 	const char *body;
 };
 
+struct follow;
+
 struct rd {
 	const char *buf;
 	size_t len, pos;
 	char *err;
 	size_t errlen;
+	struct follow *fw; /* a stream still being written, or NULL */
 };
+
+static int follow_more(struct rd *r);
+
+/* True once n bytes from r->pos are there (a stream being written: waits for them
+ * until it is complete). */
+static bool rd_avail(struct rd *r, size_t n)
+{
+	while (r->len - r->pos < n) {
+		/* the last call (0: complete) may still have brought the bytes */
+		if (!r->fw || (follow_more(r) <= 0 && r->len - r->pos < n))
+			return false;
+	}
+	return true;
+}
 
 static int bad(struct rd *r, const char *fmt, const char *what, size_t at)
 {
@@ -464,7 +501,7 @@ static int rd_preamble(struct rd *r)
 {
 	uint32_t v, f;
 
-	if (r->len < PREAMBLE_LEN || memcmp(r->buf, "xenstore", 8) != 0)
+	if (!rd_avail(r, PREAMBLE_LEN) || memcmp(r->buf, "xenstore", 8) != 0)
 		return bad(r, "%s at offset %zu", "not a xenstore stream (bad ident)", 0);
 	memcpy(&v, r->buf + 8, 4);
 	memcpy(&f, r->buf + 12, 4);
@@ -479,11 +516,12 @@ static int rd_preamble(struct rd *r)
 /* 1 = record read, 0 = END reached, <0 error. */
 static int rd_next(struct rd *r, struct rec *out)
 {
-	if (r->len - r->pos < 8)
+	if (!rd_avail(r, 8))
 		return bad(r, "%s at offset %zu", "truncated stream (no END record)", r->pos);
 	memcpy(&out->type, r->buf + r->pos, 4);
 	memcpy(&out->len, r->buf + r->pos + 4, 4);
-	if (out->len > r->len - r->pos - 8)
+	/* a record being followed is complete with its padding (or at the end) */
+	if (!rd_avail(r, 8 + ((out->len + 7u) & ~(size_t)7)) && out->len > r->len - r->pos - 8)
 		return bad(r, "%s at offset %zu", "record longer than the stream", r->pos);
 	out->body = r->buf + r->pos + 8;
 	r->pos += 8 + ((out->len + 7u) & ~(size_t)7);
@@ -729,19 +767,20 @@ static bool output_frames(const char *d, size_t len, size_t resp)
 	return true;
 }
 
-/* The checker: structure, cross references, tree shape.  Builds a path set to
+/* The checker: structure, cross references, tree shape.  Keeps the chain of
+ * ancestors of the last node (as offsets: a followed stream's mapping may move) to
  * verify that each committed node's parent came before it. */
-int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen)
+static int check_rd(struct rd *rp, struct lu_summary *sum)
 {
 	void *tmp = talloc_new(NULL);
-	struct rd r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
+	struct rd r = *rp;
 	struct pstate s = {0};
 	struct rec rc;
 	struct lu_summary local;
 	bool global = false, root = false;
 	uint32_t expect_ring = 0;
 	struct seen {
-		const char *path;
+		size_t off; /* of the path in r.buf */
 		size_t len;
 	} *seen = NULL;
 	size_t nseen = 0, cap = 0;
@@ -881,7 +920,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 					const struct seen *top = &seen[nseen - 1];
 					if ((plen == 0 && top->len == 1) ||
 					    (top->len == plen &&
-					     memcmp(top->path, pn.path, plen) == 0))
+					     memcmp(r.buf + top->off, pn.path, plen) == 0))
 						break;
 					nseen--;
 				}
@@ -900,7 +939,7 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 				seen = ns;
 				cap *= 2;
 			}
-			seen[nseen].path = pn.path;
+			seen[nseen].off = (size_t)(pn.path - r.buf);
 			seen[nseen++].len = pn.plen - 1;
 			sum->nodes++;
 			break;
@@ -938,6 +977,102 @@ int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *e
 	ret = 0;
 out:
 	talloc_free(tmp);
+	*rp = r;
+	return ret;
+}
+
+int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen)
+{
+	struct rd r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
+
+	return check_rd(&r, sum);
+}
+
+/* ---- following a stream while it is written (the gated pre-flight) ----
+ * The writer sends u64 watermarks (bytes final so far) down the gate pipe and closes
+ * it once the stream is complete and sealed.  The stream is mapped shared and
+ * read-only, growing the mapping as the watermarks advance; every byte is read only
+ * below a watermark, or after the end when the seals are confirmed. */
+struct follow {
+	int fd, gate;
+	char *map;
+	size_t maplen;
+	bool done;
+	unsigned long watermarks; /* taken (the stream grew while checked) */
+};
+
+/* Waits for the next watermark (or the end).  1: r->len grew, 0: no more will come
+ * (the stream is complete: r->len is its size), <0: -errno. */
+static int follow_more(struct rd *r)
+{
+	struct follow *f = r->fw;
+	uint64_t wm[64];
+	size_t upto = r->len;
+	ssize_t n;
+
+	if (f->done)
+		return 0;
+	do
+		n = read(f->gate, wm, sizeof(wm));
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0) {
+		struct stat st;
+		int seals = fcntl(f->fd, F_GET_SEALS);
+		f->done = true;
+		/* complete only once sealed: nobody can change the bytes checked */
+		if (seals < 0 || (seals & LU_SEALS) != LU_SEALS || fstat(f->fd, &st) < 0 ||
+		    (size_t)st.st_size < r->len)
+			return -EPERM;
+		upto = (size_t)st.st_size;
+	} else if ((size_t)n >= sizeof(wm[0]) && wm[n / sizeof(wm[0]) - 1] > upto) {
+		upto = (size_t)wm[n / sizeof(wm[0]) - 1];
+		f->watermarks++;
+	}
+	if (upto > f->maplen) {
+		size_t want = f->maplen ? f->maplen : (4 << 20);
+		void *p;
+		while (want < upto)
+			want *= 2;
+		/* past the file's current end is allowed; it is never touched there */
+		p = f->map ? mremap(f->map, f->maplen, want, MREMAP_MAYMOVE)
+			   : mmap(NULL, want, PROT_READ, MAP_SHARED, f->fd, 0);
+		if (p == MAP_FAILED)
+			return -errno;
+		f->map = p;
+		f->maplen = want;
+	}
+	r->buf = f->map ? f->map : "";
+	r->len = upto;
+	return f->done ? 0 : 1;
+}
+
+int lu_stream_check_follow(const char *path, int gate, struct lu_summary *sum,
+			   unsigned long *followed, char *err, size_t errlen)
+{
+	struct follow f = {.fd = open(path, O_RDONLY | O_CLOEXEC), .gate = gate};
+	struct rd r = {.buf = "", .err = err, .errlen = errlen, .fw = &f};
+	int ret;
+
+	if (f.fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	ret = check_rd(&r, sum);
+	/* a complete check needs the end: a stream whose END came before it was sealed
+	 * is not the stream that will be restored */
+	while (ret == 0 && !f.done) {
+		int e = follow_more(&r);
+		if (e < 0)
+			ret = e;
+	}
+	if (f.map)
+		munmap(f.map, f.maplen);
+	close(f.fd);
+	*followed = f.watermarks;
+	if (ret < 0 && ret != -EINVAL)
+		snprintf(err, errlen, "the stream did not complete: %s", strerror(-ret));
 	return ret;
 }
 

@@ -59,10 +59,20 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 /* A new empty memfd for the stream (FD_CLOEXEC, sealable): its fd or -errno. */
 int lu_memfd_create(void);
 /* The stream written straight into fd (from lu_memfd_create), which is then sealed
- * against writing, growing and shrinking.  0 or -errno (fd then unusable). */
-int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out);
+ * against writing, growing and shrinking.  progress_fd (or -1): a non-blocking pipe
+ * that gets a u64 watermark (bytes written for good) every 256 KiB of nodes, for
+ * lu_stream_check_follow().  0 or -errno (fd then unusable). */
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, int progress_fd,
+			  size_t *len_out);
 /* 0 or -EINVAL with a one-line reason in err. */
 int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen);
+/* lu_stream_check() of the memfd at path while lu_stream_build_memfd() writes it:
+ * follows the watermarks read from gate and, at its EOF, requires the memfd sealed
+ * and finishes the check.  0, -EINVAL (bad stream) or -errno (e.g. -EPERM: the
+ * stream was never sealed), with a one-line reason in err; *followed: how many
+ * watermarks were taken before the end. */
+int lu_stream_check_follow(const char *path, int gate, struct lu_summary *sum,
+			   unsigned long *followed, char *err, size_t errlen);
 /* Human-readable listing of a stream (checked first). */
 int lu_stream_print(FILE *f, const char *buf, size_t len);
 /* Rebuilds state into a daemon fresh from node_tree_init(); adopts the fds named in
