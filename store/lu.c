@@ -733,7 +733,7 @@ static void activate(void)
 	size_t len;
 	int ret, sfd;
 
-	uint64_t t0 = now_us(), t1, t2;
+	uint64_t t0 = now_us(), c0 = cpu_us(), t1, c1, t2;
 
 	conn_flush_dirty();
 	h.len = 3;
@@ -750,6 +750,7 @@ static void activate(void)
 		goto out;
 	}
 	t1 = now_us();
+	c1 = cpu_us();
 	why = ck.pid > 0 ? check_verdict(tmp, &ck) : "no gated check";
 	how = ck.pid <= 0 ? ""
 	      : why	   ? " (gated check failed, checked again)"
@@ -758,10 +759,10 @@ static void activate(void)
 		why = preflight(tmp, state);
 	t2 = now_us();
 	if (trace_on())
-		trace_printf("live-update: %zu bytes of state written%s in %.1f ms, checked by "
-			     "the new binary in %.1f ms more%s\n",
-			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(t1, t2),
-			     how);
+		trace_printf("live-update: %zu bytes of state written%s in %.1f ms (cpu %.1f ms), "
+			     "checked by the new binary in %.1f ms more%s\n",
+			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(c0, c1),
+			     ms_since(t1, t2), how);
 	if (why) {
 		set_cloexec(true);
 		state_drop(state, sfd);

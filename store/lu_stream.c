@@ -36,6 +36,7 @@ struct wbuf {
 	size_t published; /* last watermark sent */
 };
 
+
 #define WATERMARK_STEP (256 << 10)
 
 /* Tells the pre-flight following the stream that its first w->len bytes are final
