@@ -36,7 +36,6 @@ struct wbuf {
 	size_t published; /* last watermark sent */
 };
 
-
 #define WATERMARK_STEP (256 << 10)
 
 /* Tells the pre-flight following the stream that its first w->len bytes are final
