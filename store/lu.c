@@ -728,7 +728,7 @@ static void activate(void)
 	struct lu_extra extra = {.conn = lu->conn, .data = okmsg, .len = sizeof(okmsg)};
 	const char *tail[] = {"-U"};
 	const char *why, *how;
-	char **argv, *msg, stamp[24];
+	char **argv, *msg, stamp[24], count[24];
 	struct check ck = {.pid = -1, .out = -1, .gate = -1};
 	size_t len;
 	int ret, sfd;
@@ -774,8 +774,10 @@ static void activate(void)
 	argv = new_argv(tmp, tail, 1);
 	/* XSTORED_LU_CHECKED: the pre-flight of this very binary accepted these sealed
 	 * bytes, the restore need not check them again */
+	snprintf(count, sizeof(count), "%lu", node_count());
 	snprintf(stamp, sizeof(stamp), "%" PRIu64, now_us());
 	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0 &&
+	    setenv("XSTORED_LU_NODES", count, 1) == 0 &&
 	    (sfd < 0 || setenv("XSTORED_LU_CHECKED", "1", 1) == 0) &&
 	    setenv("XSTORED_LU_EXEC_US", stamp, 1) == 0) {
 		fflush(NULL);
@@ -784,6 +786,7 @@ static void activate(void)
 		log_err("live-update: exec %s: %s", lu->binary, strerror(errno));
 	}
 	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_NODES");
 	unsetenv("XSTORED_LU_CHECKED");
 	unsetenv("XSTORED_LU_EXEC_US");
 	set_cloexec(true);
@@ -816,6 +819,7 @@ int lu_startup(const char *path)
 	char err[256] = "";
 	size_t len;
 	bool sealed = false, checked;
+	unsigned long nodes;
 	uint64_t exec_us;
 	int ret, fd = -1;
 
@@ -837,11 +841,13 @@ int lu_startup(const char *path)
 		  strcmp(getenv("XSTORED_LU_CHECKED"), "1") == 0;
 	exec_us = getenv("XSTORED_LU_EXEC_US") ? strtoull(getenv("XSTORED_LU_EXEC_US"), NULL, 10)
 					       : 0;
+	nodes = getenv("XSTORED_LU_NODES") ? strtoul(getenv("XSTORED_LU_NODES"), NULL, 10) : 0;
 	unsetenv("XSTORED_LU_CHECKED");
 	unsetenv("XSTORED_LU_STATE");
 	unsetenv("XSTORED_LU_EXEC_US");
+	unsetenv("XSTORED_LU_NODES");
 	uint64_t t0 = now_us(), c0 = cpu_us();
-	ret = lu_stream_restore(buf, len, checked, err, sizeof(err));
+	ret = lu_stream_restore(buf, len, checked, nodes, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
 	else if (trace_on())

@@ -1251,7 +1251,8 @@ static struct node *mkparent_node(const char *path)
 	return node_lookup(buf);
 }
 
-int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen)
+int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long nodes_hint,
+		      char *err, size_t errlen)
 {
 	void *tmp = talloc_new(NULL);
 	struct rd r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
@@ -1280,7 +1281,9 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size
 	unsigned int nchain = 0;
 	size_t first_txn = 0;
 
-	ret = node_bulk_begin(count_nodes(&r));
+	/* a node record takes at least 24 bytes: a larger hint is not believed */
+	ret = node_bulk_begin(nodes_hint && nodes_hint <= len / 24 ? nodes_hint
+								   : count_nodes(&r));
 	if (ret < 0)
 		goto fail;
 	while ((ret = rd_next(&r, &rc)) > 0) {

@@ -78,8 +78,11 @@ int lu_stream_print(FILE *f, const char *buf, size_t len);
 /* Rebuilds state into a daemon fresh from node_tree_init(); adopts the fds named in
  * the stream.  Connections' held/partial input is fed after everything is in place.
  * checked: this binary's lu_stream_check() already accepted exactly these bytes (a
- * sealed stream the pre-flight passed), so it is not run again. */
-int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen);
+ * sealed stream the pre-flight passed), so it is not run again.  nodes_hint: the
+ * writer's node count (sizes the node table without a pass over the stream to count
+ * its NODE_DATA records), 0 if unknown; only a size, never trusted beyond that. */
+int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long nodes_hint,
+		      char *err, size_t errlen);
 int lu_file_read(void *ctx, const char *path, char **buf, size_t *len);
 int lu_file_write(const char *path, const char *buf, size_t len);
 /* Maps path read-only; the mapping belongs to ctx (unmapped when ctx is freed).
