@@ -11,10 +11,11 @@
  *
  * Going happens in lu_poll(), between events (no request half-processed): the
  * listening and client sockets lose CLOEXEC, a pre-flight child is started gated
- * (`<new binary> <new args> --check-stream /proc/self/fd/N`, waiting for EOF on its
+ * (`<new binary> <new args> --check-stream /proc/self/fd/N`, the gate pipe as its
  * stdin), the state stream with the `-s` OK appended to its connection's output is
- * written into the memfd N and sealed, and the gate opens: the child must check the
- * stream and print "xstored-stream-ok" (a failed gated check is retried once
+ * written into the memfd N -- the child checks it as it is written, following the
+ * watermarks sent down the gate -- and sealed, and the gate closes: the child must
+ * finish the check and print "xstored-stream-ok" (a failed gated check is retried once
  * ungated; without a memfd -- none can be made, /proc is missing, or
  * XSTORED_LU_NO_MEMFD=1 is set -- the state file and an ordinary pre-flight are
  * used).
@@ -525,9 +526,11 @@ static char **new_argv(void *ctx, const char *const *tail, unsigned int ntail)
  * (vfork semantics: forking this process would copy the page tables of the whole
  * store and make its next writes copy-on-write faults).  With a memfd it is
  * started *gated* before the stream is built: XSTORED_CHECK_WAIT=1 makes it parse
- * its options and then wait for EOF on its stdin, which comes once the stream is
- * complete and sealed, so its start-up overlaps the build.  A binary that does not
- * know the gate checks too early and fails; any failure of the gated check is
+ * its options and then check the stream as far as the watermarks on its stdin say
+ * it is written, finishing at EOF, which comes once the stream is complete and
+ * sealed; so its start-up and most of its check overlap the build (on the other
+ * core).  A binary that does not know the gate checks too early and fails; any
+ * failure of the gated check is
  * therefore retried once with an ordinary pre-flight of the complete stream, whose
  * verdict counts. */
 struct check {
