@@ -1274,8 +1274,7 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long n
 	/* pass 1: listener, connections, watches, committed nodes.  chain[] holds the
 	 * path from the root to the last created node (root: length 0). */
 	struct chain {
-		const char *path;
-		size_t len;
+		size_t len; /* of the path */
 		struct node *n;
 	} chain[CHAIN_MAX];
 	unsigned int nchain = 0;
@@ -1374,30 +1373,29 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long n
 			} else if (pn.plen == 2) { /* "/" */
 				struct node *root = node_root();
 				ret = node_set(&root, pn.val, pn.vlen, pn.p, pn.np);
-				chain[0] = (struct chain){"", 0, node_root()};
+				chain[0] = (struct chain){0, node_root()};
 				nchain = 1;
 			} else {
-				/* pre-order: the parent is on the chain of the last node */
+				/* pre-order: the parent is on the chain of the last node.  The
+				 * chain's paths are each other's prefixes, so their lengths
+				 * differ, and the check verified (with the same chain, comparing
+				 * the paths) that the parent is on it: the entry of the parent's
+				 * length is the parent. */
 				const char *name =
 				    (const char *)memrchr(pn.path, '/', pn.plen - 1) + 1;
 				size_t plen = (size_t)(name - 1 - pn.path);
 				struct node *parent = NULL, *n;
-				while (nchain > 0) {
-					struct chain *top = &chain[nchain - 1];
-					if (top->len == plen &&
-					    memcmp(top->path, pn.path, plen) == 0) {
-						parent = top->n;
-						break;
-					}
+				while (nchain > 0 && chain[nchain - 1].len > plen)
 					nchain--;
-				}
+				if (nchain > 0 && chain[nchain - 1].len == plen)
+					parent = chain[nchain - 1].n;
 				if (!parent)
 					parent = mkparent_node(pn.path);
 				ret = parent ? node_create(parent, name, pn.plen - 1 - plen - 1,
 							   pn.p, pn.np, pn.val, pn.vlen, &n)
 					     : -EINVAL;
 				if (ret == 0 && nchain < CHAIN_MAX)
-					chain[nchain++] = (struct chain){pn.path, pn.plen - 1, n};
+					chain[nchain++] = (struct chain){pn.plen - 1, n};
 			}
 			if (ret < 0)
 				goto fail;
