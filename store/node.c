@@ -33,8 +33,13 @@ static struct node **table;
 static size_t table_size; /* power of two */
 static size_t table_used;
 static uint32_t next_id;
-/* node_bulk_begin(): created nodes whose hash insertion is deferred */
-static struct node **pending;
+/* node_bulk_begin(): created nodes whose hash insertion is deferred, with their
+ * hash (computed at creation, while the record is in the cache) */
+struct pending {
+	struct node *n;
+	size_t hash;
+};
+static struct pending *pending;
 static size_t npending, pending_cap;
 
 static size_t hash_of(uint32_t parent_id, const char *name, size_t len)
@@ -146,7 +151,7 @@ static void pending_flush(void)
 	if ((table_used + n + 1) * 5 > table_size * 4 && node_reserve(n) < 0) {
 		/* no bigger table: insert one by one, growing as far as memory allows */
 		for (size_t i = 0; i < n; i++)
-			if (table_add(pending[i]) < 0)
+			if (table_add(pending[i].n) < 0)
 				log_err("node table: out of memory, %zu nodes unreachable", n - i);
 		return;
 	}
@@ -157,10 +162,10 @@ static void pending_flush(void)
 			size_t j = i - AHEAD, k = slot[j % AHEAD];
 			while (table[k])
 				k = (k + 1) & mask;
-			table[k] = pending[j];
+			table[k] = pending[j].n;
 		}
 		if (i < n) {
-			slot[i % AHEAD] = node_hash(pending[i]) & mask;
+			slot[i % AHEAD] = pending[i].hash & mask;
 			__builtin_prefetch(&table[slot[i % AHEAD]]);
 		}
 	}
@@ -278,7 +283,7 @@ int node_create(struct node *parent, const char *name, size_t namelen, const str
 	fill(n, perms, nperms, name, namelen, val, vlen);
 	n->gen = ++store_gen;
 	if (npending < pending_cap) {
-		pending[npending++] = n;
+		pending[npending++] = (struct pending){n, node_hash(n)};
 	} else if (table_add(n) < 0) {
 		free(n);
 		return -ENOMEM;
