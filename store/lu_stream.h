@@ -2,7 +2,8 @@
  * the hooks xstored's modules export for it.
  *
  * Writer: lu_stream_build() serialises the whole daemon state into one talloc
- * buffer (lu_stream_build_memfd(): straight into a memfd, then sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
+ * buffer (lu_stream_build_memfd(): appended to a memfd in 256 KiB steps, then
+ * sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
  * partial input, pending output) followed by its WATCH_DATA, the two special ACL
  * nodes, every committed node (pre-order), then each open transaction as
  * TRANSACTION_DATA + its NODE_DATA records (+ xst's private TXN_EVENT records),
