@@ -1013,6 +1013,7 @@ struct follow {
 	char *map;
 	size_t maplen;
 	bool done;
+	int error;		  /* why following stopped early (-errno), or 0 */
 	unsigned long watermarks; /* taken (the stream grew while checked) */
 };
 
@@ -1030,8 +1031,10 @@ static int follow_more(struct rd *r)
 	do
 		n = read(f->gate, wm, sizeof(wm));
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		f->done = true;
+		return f->error = -errno;
+	}
 	if (n == 0) {
 		struct stat st;
 		int seals = fcntl(f->fd, F_GET_SEALS);
@@ -1039,7 +1042,7 @@ static int follow_more(struct rd *r)
 		/* complete only once sealed: nobody can change the bytes checked */
 		if (seals < 0 || (seals & LU_SEALS) != LU_SEALS || fstat(f->fd, &st) < 0 ||
 		    (size_t)st.st_size < r->len)
-			return -EPERM;
+			return f->error = -EPERM;
 		upto = (size_t)st.st_size;
 	} else if ((size_t)n >= sizeof(wm[0]) && wm[n / sizeof(wm[0]) - 1] > upto) {
 		upto = (size_t)wm[n / sizeof(wm[0]) - 1];
@@ -1053,8 +1056,10 @@ static int follow_more(struct rd *r)
 		/* past the file's current end is allowed; it is never touched there */
 		p = f->map ? mremap(f->map, f->maplen, want, MREMAP_MAYMOVE)
 			   : mmap(NULL, want, PROT_READ, MAP_SHARED, f->fd, 0);
-		if (p == MAP_FAILED)
-			return -errno;
+		if (p == MAP_FAILED) {
+			f->done = true;
+			return f->error = -errno;
+		}
 		f->map = p;
 		f->maplen = want;
 	}
@@ -1086,9 +1091,13 @@ int lu_stream_check_follow(const char *path, int gate, struct lu_summary *sum,
 		munmap(f.map, f.maplen);
 	close(f.fd);
 	*followed = f.watermarks;
-	if (ret < 0 && ret != -EINVAL)
-		snprintf(err, errlen, "the stream did not complete: %s", strerror(-ret));
-	return ret;
+	if (f.error == -EPERM)
+		snprintf(err, errlen, "the stream was not sealed when its writer finished");
+	else if (f.error)
+		snprintf(err, errlen, "following the stream: %s", strerror(-f.error));
+	else if (ret < 0 && ret != -EINVAL)
+		snprintf(err, errlen, "%s", strerror(-ret));
+	return ret < 0 ? ret : f.error;
 }
 
 int lu_stream_print(FILE *f, const char *buf, size_t len)
