@@ -756,8 +756,8 @@ static void activate(void)
 	c1 = cpu_us();
 	why = ck.pid > 0 ? check_verdict(tmp, &ck) : "no gated check";
 	how = ck.pid <= 0 ? ""
-	      : why	   ? " (gated check failed, checked again)"
-			   : talloc_asprintf(tmp, " (gated, watermarks followed: %lu)", ck.followed);
+	      : why	  ? " (gated check failed, checked again)"
+			  : talloc_asprintf(tmp, " (gated, watermarks followed: %lu)", ck.followed);
 	if (why) /* not gated, or a binary without the gate: the ordinary pre-flight */
 		why = preflight(tmp, state);
 	t2 = now_us();

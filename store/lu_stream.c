@@ -376,10 +376,11 @@ static int build(struct wbuf *wp, int listen_fd, const struct lu_extra *extra)
 	for (const struct conn *c = conn_list; c; c = c->next)
 		order[n++] = c; /* newest first: written oldest first below */
 
-	/* untouched capacity costs nothing (malloc and the memfd map it lazily): one
-	 * allocation for typical stores, ~64 bytes per node record */
-	w.err = wb_grow(&w, w.fd >= 0 ? 2 * FLUSH_STEP
-				      : 65536 + node_count() * 128 + (size_t)n * 1024);
+	/* a memfd's stream is staged FLUSH_STEP at a time; a buffer's untouched capacity
+	 * costs nothing (malloc maps it lazily): one allocation for typical stores, ~64
+	 * bytes per node record */
+	w.err =
+	    wb_grow(&w, w.fd >= 0 ? 2 * FLUSH_STEP : 65536 + node_count() * 128 + (size_t)n * 1024);
 	if (w.err) {
 		talloc_free(order);
 		*wp = w;
@@ -1305,8 +1306,7 @@ int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long n
 	size_t first_txn = 0;
 
 	/* a node record takes at least 24 bytes: a larger hint is not believed */
-	ret = node_bulk_begin(nodes_hint && nodes_hint <= len / 24 ? nodes_hint
-								   : count_nodes(&r));
+	ret = node_bulk_begin(nodes_hint && nodes_hint <= len / 24 ? nodes_hint : count_nodes(&r));
 	if (ret < 0)
 		goto fail;
 	while ((ret = rd_next(&r, &rc)) > 0) {

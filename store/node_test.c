@@ -115,9 +115,8 @@ static void test_bulk_restore(void **state)
 	assert_int_equal(node_count(), 3 + 20 + 20 * 500);
 	/* a deferred node that moves (bigger value) stays reachable */
 	k = d[19]->kids[7];
-	assert_int_equal(node_set(&k, "a longer value than before, so the record moves", 48,
-				  NULL, 0),
-			 0);
+	assert_int_equal(
+	    node_set(&k, "a longer value than before, so the record moves", 48, NULL, 0), 0);
 	node_bulk_end();
 	for (int i = 0; i < 20; i++) {
 		for (int j = 0; j < 500; j++) {
