@@ -758,6 +758,8 @@ static void activate(void)
 	how = ck.pid <= 0 ? ""
 	      : why	  ? " (gated check failed, checked again)"
 			  : talloc_asprintf(tmp, " (gated, watermarks followed: %lu)", ck.followed);
+	if (!how)
+		how = " (gated)";
 	if (why) /* not gated, or a binary without the gate: the ordinary pre-flight */
 		why = preflight(tmp, state);
 	t2 = now_us();

@@ -1077,8 +1077,9 @@ int lu_stream_check_follow(const char *path, int gate, struct lu_summary *sum,
 	int ret;
 
 	if (f.fd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		return ret;
 	}
 	ret = check_rd(&r, sum);
 	/* a complete check needs the end: a stream whose END came before it was sealed
