@@ -11,11 +11,14 @@
  *
  * Going happens in lu_poll(), between events (no request half-processed): the
  * listening and client sockets lose CLOEXEC, a pre-flight child is started gated
- * (`<new binary> <new args> --check-stream /proc/self/fd/N`, waiting for EOF on its
+ * (`<new binary> <new args> --check-stream /proc/self/fd/N`, the gate pipe as its
  * stdin), the state stream with the `-s` OK appended to its connection's output is
- * written into the memfd N and sealed, and the gate opens: the child must check the
- * stream and print "xstored-stream-ok" (a failed gated check is retried once
- * ungated; without a memfd, the state file and an ordinary pre-flight are used).
+ * written into the memfd N -- the child checks it as it is written, following the
+ * watermarks sent down the gate -- and sealed, and the gate closes: the child must
+ * finish the check and print "xstored-stream-ok" (a failed gated check is retried once
+ * ungated; without a memfd -- none can be made, /proc is missing, or
+ * XSTORED_LU_NO_MEMFD=1 is set -- the state file and an ordinary pre-flight are
+ * used).
  * Only then does this process exec the new binary with `-U`.  Any failure before the exec
  * (or the exec itself) leaves this daemon serving and answers `-s` with the
  * reason; held requests are then processed in order. */
@@ -523,15 +526,18 @@ static char **new_argv(void *ctx, const char *const *tail, unsigned int ntail)
  * (vfork semantics: forking this process would copy the page tables of the whole
  * store and make its next writes copy-on-write faults).  With a memfd it is
  * started *gated* before the stream is built: XSTORED_CHECK_WAIT=1 makes it parse
- * its options and then wait for EOF on its stdin, which comes once the stream is
- * complete and sealed, so its start-up overlaps the build.  A binary that does not
- * know the gate checks too early and fails; any failure of the gated check is
+ * its options and then check the stream as far as the watermarks on its stdin say
+ * it is written, finishing at EOF, which comes once the stream is complete and
+ * sealed; so its start-up and most of its check overlap the build (on the other
+ * core).  A binary that does not know the gate checks too early and fails; any
+ * failure of the gated check is
  * therefore retried once with an ordinary pre-flight of the complete stream, whose
  * verdict counts. */
 struct check {
 	pid_t pid;
 	int out;  /* its stdout */
 	int gate; /* its stdin's write end, or -1 */
+	unsigned long followed; /* accepted: watermarks it checked up to before the end */
 };
 
 static int check_spawn(void *ctx, const char *state, bool gated, struct check *ck)
@@ -545,10 +551,16 @@ static int check_spawn(void *ctx, const char *state, bool gated, struct check *c
 
 	if (!argv || pipe2(opipe, O_CLOEXEC) < 0)
 		return -ENOMEM;
-	if (gated && pipe2(gpipe, O_CLOEXEC) < 0) {
+	/* the gate also carries the writer's watermarks: never block the daemon on it */
+	if (gated && (pipe2(gpipe, O_CLOEXEC) < 0 || fcntl(gpipe[1], F_SETFL, O_NONBLOCK) < 0)) {
+		err = errno;
+		if (gpipe[0] >= 0) {
+			close(gpipe[0]);
+			close(gpipe[1]);
+		}
 		close(opipe[0]);
 		close(opipe[1]);
-		return -errno;
+		return -err;
 	}
 	sigemptyset(&none);
 	posix_spawn_file_actions_init(&fa);
@@ -608,8 +620,11 @@ static const char *check_verdict(void *ctx, struct check *ck)
 	close(ck->out);
 	while (waitpid(ck->pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "xstored-stream-ok"))
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "xstored-stream-ok")) {
+		const char *f = strstr(out, " followed ");
+		ck->followed = f ? strtoul(f + 10, NULL, 10) : 0;
 		return NULL;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
 		return "the new binary could not be executed";
 	if (strstr(out, "invalid stream"))
@@ -660,7 +675,10 @@ static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *
 	*fd_out = -1;
 	*err_out = 0;
 	ck->pid = -1;
-	fd = lu_memfd_create();
+	/* XSTORED_LU_NO_MEMFD=1 (tests, or a host whose memfds misbehave): the file */
+	fd = getenv("XSTORED_LU_NO_MEMFD") && strcmp(getenv("XSTORED_LU_NO_MEMFD"), "1") == 0
+		 ? -ENOSYS
+		 : lu_memfd_create();
 	if (fd >= 0) {
 		path = talloc_asprintf(ctx, "/proc/self/fd/%d", fd);
 		if (!path || access(path, R_OK) < 0 || fcntl(fd, F_SETFD, 0) < 0) {
@@ -672,7 +690,8 @@ static const char *state_store(void *ctx, const struct lu_extra *extra, size_t *
 		set_cloexec(false);
 		if (check_spawn(ctx, path, true, ck) < 0)
 			ck->pid = -1;
-		ret = lu_stream_build_memfd(fd, lu_listen_fd, extra, len_out);
+		ret = lu_stream_build_memfd(fd, lu_listen_fd, extra, ck->pid > 0 ? ck->gate : -1,
+					    len_out);
 		if (ret == 0) {
 			*fd_out = fd;
 			return path;
@@ -712,12 +731,12 @@ static void activate(void)
 	struct lu_extra extra = {.conn = lu->conn, .data = okmsg, .len = sizeof(okmsg)};
 	const char *tail[] = {"-U"};
 	const char *why, *how;
-	char **argv, *msg, stamp[24];
-	struct check ck;
+	char **argv, *msg, stamp[24], count[24];
+	struct check ck = {.pid = -1, .out = -1, .gate = -1};
 	size_t len;
 	int ret, sfd;
 
-	uint64_t t0 = now_us(), t1, t2;
+	uint64_t t0 = now_us(), c0 = cpu_us(), t1, c1, t2;
 
 	conn_flush_dirty();
 	h.len = 3;
@@ -734,16 +753,21 @@ static void activate(void)
 		goto out;
 	}
 	t1 = now_us();
+	c1 = cpu_us();
 	why = ck.pid > 0 ? check_verdict(tmp, &ck) : "no gated check";
-	how = ck.pid <= 0 ? "" : why ? " (gated check failed, checked again)" : " (gated)";
+	how = ck.pid <= 0 ? ""
+	      : why	  ? " (gated check failed, checked again)"
+			  : talloc_asprintf(tmp, " (gated, watermarks followed: %lu)", ck.followed);
+	if (!how)
+		how = " (gated)";
 	if (why) /* not gated, or a binary without the gate: the ordinary pre-flight */
 		why = preflight(tmp, state);
 	t2 = now_us();
 	if (trace_on())
-		trace_printf("live-update: %zu bytes of state written%s in %.1f ms, checked by "
-			     "the new binary in %.1f ms more%s\n",
-			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(t1, t2),
-			     how);
+		trace_printf("live-update: %zu bytes of state written%s in %.1f ms (cpu %.1f ms), "
+			     "checked by the new binary in %.1f ms more%s\n",
+			     len, sfd >= 0 ? " (memfd)" : "", ms_since(t0, t1), ms_since(c0, c1),
+			     ms_since(t1, t2), how);
 	if (why) {
 		set_cloexec(true);
 		state_drop(state, sfd);
@@ -755,8 +779,10 @@ static void activate(void)
 	argv = new_argv(tmp, tail, 1);
 	/* XSTORED_LU_CHECKED: the pre-flight of this very binary accepted these sealed
 	 * bytes, the restore need not check them again */
+	snprintf(count, sizeof(count), "%lu", node_count());
 	snprintf(stamp, sizeof(stamp), "%" PRIu64, now_us());
 	if (argv && setenv("XSTORED_LU_STATE", state, 1) == 0 &&
+	    setenv("XSTORED_LU_NODES", count, 1) == 0 &&
 	    (sfd < 0 || setenv("XSTORED_LU_CHECKED", "1", 1) == 0) &&
 	    setenv("XSTORED_LU_EXEC_US", stamp, 1) == 0) {
 		fflush(NULL);
@@ -765,6 +791,7 @@ static void activate(void)
 		log_err("live-update: exec %s: %s", lu->binary, strerror(errno));
 	}
 	unsetenv("XSTORED_LU_STATE");
+	unsetenv("XSTORED_LU_NODES");
 	unsetenv("XSTORED_LU_CHECKED");
 	unsetenv("XSTORED_LU_EXEC_US");
 	set_cloexec(true);
@@ -797,6 +824,7 @@ int lu_startup(const char *path)
 	char err[256] = "";
 	size_t len;
 	bool sealed = false, checked;
+	unsigned long nodes;
 	uint64_t exec_us;
 	int ret, fd = -1;
 
@@ -818,11 +846,13 @@ int lu_startup(const char *path)
 		  strcmp(getenv("XSTORED_LU_CHECKED"), "1") == 0;
 	exec_us = getenv("XSTORED_LU_EXEC_US") ? strtoull(getenv("XSTORED_LU_EXEC_US"), NULL, 10)
 					       : 0;
+	nodes = getenv("XSTORED_LU_NODES") ? strtoul(getenv("XSTORED_LU_NODES"), NULL, 10) : 0;
 	unsetenv("XSTORED_LU_CHECKED");
 	unsetenv("XSTORED_LU_STATE");
 	unsetenv("XSTORED_LU_EXEC_US");
+	unsetenv("XSTORED_LU_NODES");
 	uint64_t t0 = now_us(), c0 = cpu_us();
-	ret = lu_stream_restore(buf, len, checked, err, sizeof(err));
+	ret = lu_stream_restore(buf, len, checked, nodes, err, sizeof(err));
 	if (ret < 0)
 		log_err("live-update: %s: %s", path, err);
 	else if (trace_on())

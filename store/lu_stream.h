@@ -2,7 +2,8 @@
  * the hooks xstored's modules export for it.
  *
  * Writer: lu_stream_build() serialises the whole daemon state into one talloc
- * buffer (lu_stream_build_memfd(): straight into a memfd, then sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
+ * buffer (lu_stream_build_memfd(): appended to a memfd in 256 KiB steps, then
+ * sealed): preamble, GLOBAL_DATA, per socket connection CONNECTION_DATA (held and
  * partial input, pending output) followed by its WATCH_DATA, the two special ACL
  * nodes, every committed node (pre-order), then each open transaction as
  * TRANSACTION_DATA + its NODE_DATA records (+ xst's private TXN_EVENT records),
@@ -59,17 +60,30 @@ int lu_stream_build(void *ctx, int listen_fd, const struct lu_extra *extra, char
 /* A new empty memfd for the stream (FD_CLOEXEC, sealable): its fd or -errno. */
 int lu_memfd_create(void);
 /* The stream written straight into fd (from lu_memfd_create), which is then sealed
- * against writing, growing and shrinking.  0 or -errno (fd then unusable). */
-int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, size_t *len_out);
+ * against writing, growing and shrinking.  progress_fd (or -1): a non-blocking pipe
+ * that gets a u64 watermark (bytes written for good) every 256 KiB of nodes, for
+ * lu_stream_check_follow().  0 or -errno (fd then unusable). */
+int lu_stream_build_memfd(int fd, int listen_fd, const struct lu_extra *extra, int progress_fd,
+			  size_t *len_out);
 /* 0 or -EINVAL with a one-line reason in err. */
 int lu_stream_check(const char *buf, size_t len, struct lu_summary *sum, char *err, size_t errlen);
+/* lu_stream_check() of the memfd at path while lu_stream_build_memfd() writes it:
+ * follows the watermarks read from gate and, at its EOF, requires the memfd sealed
+ * and finishes the check.  0, -EINVAL (bad stream) or -errno (e.g. -EPERM: the
+ * stream was never sealed), with a one-line reason in err; *followed: how many
+ * watermarks were taken before the end. */
+int lu_stream_check_follow(const char *path, int gate, struct lu_summary *sum,
+			   unsigned long *followed, char *err, size_t errlen);
 /* Human-readable listing of a stream (checked first). */
 int lu_stream_print(FILE *f, const char *buf, size_t len);
 /* Rebuilds state into a daemon fresh from node_tree_init(); adopts the fds named in
  * the stream.  Connections' held/partial input is fed after everything is in place.
  * checked: this binary's lu_stream_check() already accepted exactly these bytes (a
- * sealed stream the pre-flight passed), so it is not run again. */
-int lu_stream_restore(const char *buf, size_t len, bool checked, char *err, size_t errlen);
+ * sealed stream the pre-flight passed), so it is not run again.  nodes_hint: the
+ * writer's node count (sizes the node table without a pass over the stream to count
+ * its NODE_DATA records), 0 if unknown; only a size, never trusted beyond that. */
+int lu_stream_restore(const char *buf, size_t len, bool checked, unsigned long nodes_hint,
+		      char *err, size_t errlen);
 int lu_file_read(void *ctx, const char *path, char **buf, size_t *len);
 int lu_file_write(const char *path, const char *buf, size_t len);
 /* Maps path read-only; the mapping belongs to ctx (unmapped when ctx is freed).

@@ -72,7 +72,7 @@ static void test_roundtrip(void **state)
 	long mem0 = domain_get(0)->memory;
 	store_teardown(state);
 	store_setup(state);
-	assert_int_equal(lu_stream_restore(a, alen, false, err, sizeof(err)), 0);
+	assert_int_equal(lu_stream_restore(a, alen, false, 0, err, sizeof(err)), 0);
 	struct node *n = node_lookup("/a/bin");
 	assert_non_null(n);
 	assert_int_equal(n->vlen, 5);
@@ -158,7 +158,7 @@ static void test_reject(void **state)
 	buf[39] = 0x7f; /* first record's length beyond the stream */
 	assert_int_equal(lu_stream_check(buf, len, NULL, err, sizeof(err)), -EINVAL);
 	/* a restore of a damaged stream changes nothing */
-	assert_int_equal(lu_stream_restore(buf, len, false, err, sizeof(err)), -EINVAL);
+	assert_int_equal(lu_stream_restore(buf, len, false, 0, err, sizeof(err)), -EINVAL);
 	assert_non_null(node_lookup("/tool/xenstored"));
 }
 

@@ -33,6 +33,14 @@ static struct node **table;
 static size_t table_size; /* power of two */
 static size_t table_used;
 static uint32_t next_id;
+/* node_bulk_begin(): created nodes whose hash insertion is deferred, with their
+ * hash (computed at creation, while the record is in the cache) */
+struct pending {
+	struct node *n;
+	size_t hash;
+};
+static struct pending *pending;
+static size_t npending, pending_cap;
 
 static size_t hash_of(uint32_t parent_id, const char *name, size_t len)
 {
@@ -129,8 +137,45 @@ static void table_del(struct node *n)
 	table_used--;
 }
 
+/* Inserts the deferred nodes.  One slot lookup is a cache miss in a table of
+ * 100k nodes; computing the slots AHEAD nodes in advance and prefetching them lets
+ * those misses overlap instead of being paid one after another. */
+static void pending_flush(void)
+{
+	enum { AHEAD = 32 };
+	size_t slot[AHEAD], mask, n = npending;
+
+	if (!n)
+		return;
+	npending = 0;
+	if ((table_used + n + 1) * 5 > table_size * 4 && node_reserve(n) < 0) {
+		/* no bigger table: insert one by one, growing as far as memory allows */
+		for (size_t i = 0; i < n; i++)
+			if (table_add(pending[i].n) < 0)
+				log_err("node table: out of memory, %zu nodes unreachable", n - i);
+		return;
+	}
+	mask = table_size - 1;
+	for (size_t i = 0; i < n + AHEAD; i++) {
+		/* slot[i % AHEAD] holds node i - AHEAD's slot until it is inserted */
+		if (i >= AHEAD) {
+			size_t j = i - AHEAD, k = slot[j % AHEAD];
+			while (table[k])
+				k = (k + 1) & mask;
+			table[k] = pending[j].n;
+		}
+		if (i < n) {
+			slot[i % AHEAD] = pending[i].hash & mask;
+			__builtin_prefetch(&table[slot[i % AHEAD]]);
+		}
+	}
+	table_used += n;
+}
+
 struct node *node_child(const struct node *parent, const char *name, size_t len)
 {
+	if (npending)
+		pending_flush();
 	size_t mask = table_size - 1;
 	size_t i = hash_of(parent->id, name, len) & mask;
 
@@ -237,7 +282,9 @@ int node_create(struct node *parent, const char *name, size_t namelen, const str
 	n->id = ++next_id;
 	fill(n, perms, nperms, name, namelen, val, vlen);
 	n->gen = ++store_gen;
-	if (table_add(n) < 0) {
+	if (npending < pending_cap) {
+		pending[npending++] = (struct pending){n, node_hash(n)};
+	} else if (table_add(n) < 0) {
 		free(n);
 		return -ENOMEM;
 	}
@@ -279,6 +326,9 @@ int node_set(struct node **np, const void *val, uint32_t vlen, const struct xs_p
 	struct node *n = *np;
 	size_t need, have = malloc_usable_size(n);
 	char *tmp = NULL;
+
+	if (npending)
+		pending_flush(); /* a move (relink) repoints the node's hash slot */
 
 	if (!val) {
 		val = node_value(n);
@@ -355,6 +405,8 @@ void node_delete(struct node *n)
 
 	if (!p)
 		return; /* the root is never deleted */
+	if (npending)
+		pending_flush(); /* free_subtree() clears hash slots */
 	for (uint32_t i = 0; i < p->nkids; i++) {
 		if (p->kids[i] == n) {
 			memmove(&p->kids[i], &p->kids[i + 1], (p->nkids - i - 1) * sizeof(n));
@@ -427,9 +479,30 @@ int node_reserve(unsigned long more)
 	return nsize == table_size ? 0 : table_resize(nsize);
 }
 
+int node_bulk_begin(unsigned long more)
+{
+	int ret = node_reserve(more);
+
+	if (ret < 0 || more == 0)
+		return ret;
+	pending_flush();
+	free(pending);
+	pending = malloc(more * sizeof(*pending));
+	pending_cap = pending ? more : 0; /* none: immediate insertion, only slower */
+	return 0;
+}
+
+void node_bulk_end(void)
+{
+	pending_flush();
+	free(pending);
+	pending = NULL;
+	pending_cap = 0;
+}
+
 unsigned long node_count(void)
 {
-	return table_used + (root ? 1 : 0);
+	return table_used + npending + (root ? 1 : 0);
 }
 
 int node_tree_init(void)
@@ -456,6 +529,7 @@ int node_tree_init(void)
 
 void node_tree_free(void)
 {
+	node_bulk_end();
 	if (root) {
 		for (uint32_t i = 0; i < root->nkids; i++)
 			free_subtree(root->kids[i]);

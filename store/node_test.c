@@ -90,6 +90,56 @@ static void test_path_and_reorder(void **state)
 	node_delete(x);
 }
 
+/* node_bulk_begin(): the hash insertion of created nodes is deferred and batched;
+ * lookups, node_set() and node_delete() in between see every node all the same. */
+static void test_bulk_restore(void **state)
+{
+	struct node *root = node_root(), *d[20], *k;
+	char name[32];
+	int l;
+
+	assert_int_equal(node_bulk_begin(20 + 20 * 500), 0);
+	for (int i = 0; i < 20; i++) {
+		l = snprintf(name, sizeof(name), "d%d", i);
+		assert_int_equal(node_create(root, name, (size_t)l, &p0, 1, "", 0, &d[i]), 0);
+		for (int j = 0; j < 500; j++) {
+			l = snprintf(name, sizeof(name), "n%d", j);
+			assert_int_equal(node_create(d[i], name, (size_t)l, &p0, 1, "v", 1, NULL),
+					 0);
+		}
+		if (i == 10) { /* a lookup in the middle inserts what was deferred so far */
+			assert_non_null(node_lookup("/d10/n499"));
+			assert_non_null(node_lookup("/d3/n0"));
+		}
+	}
+	assert_int_equal(node_count(), 3 + 20 + 20 * 500);
+	/* a deferred node that moves (bigger value) stays reachable */
+	k = d[19]->kids[7];
+	assert_int_equal(
+	    node_set(&k, "a longer value than before, so the record moves", 48, NULL, 0), 0);
+	node_bulk_end();
+	for (int i = 0; i < 20; i++) {
+		for (int j = 0; j < 500; j++) {
+			l = snprintf(name, sizeof(name), "n%d", j);
+			k = node_child(d[i], name, (size_t)l);
+			assert_non_null(k);
+			assert_ptr_equal(d[i]->kids[j], k);
+			assert_ptr_equal(k->parent, d[i]);
+		}
+	}
+	assert_int_equal(node_lookup("/d19/n7")->vlen, 48);
+	assert_null(node_lookup("/d19/n500"));
+	node_delete(d[5]);
+	assert_null(node_lookup("/d5/n1"));
+	assert_non_null(node_lookup("/d6/n1"));
+	assert_int_equal(node_count(), 3 + 19 + 19 * 500);
+	assert_int_equal(domain_get(0)->nodes, 3 + 19 + 19 * 500);
+	for (int i = 0; i < 20; i++)
+		if (i != 5)
+			node_delete(d[i]);
+	assert_int_equal(node_count(), 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -98,6 +148,7 @@ int main(void)
 					    store_teardown),
 	    cmocka_unit_test_setup_teardown(test_generation_and_set, store_setup, store_teardown),
 	    cmocka_unit_test_setup_teardown(test_path_and_reorder, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_bulk_restore, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

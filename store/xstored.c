@@ -71,7 +71,10 @@ static void usage(FILE *f)
 	    "  --inspect-state FILE     print a state stream in readable form\n"
 	    "  --dump-state FILE        ask the running daemon to write its state to FILE\n"
 	    "  -D, -R, -I, -V, -e, -m   accepted for compatibility\n"
-	    "  -h, --help               this text\n");
+	    "  -h, --help               this text\n"
+	    "Environment: XSTORED_LU_NO_MEMFD=1 makes a live update pass its state in the\n"
+	    "state file ($XENSTORED_RUNDIR/state_dump, or next to the socket) instead of a\n"
+	    "sealed memfd (the fallback for hosts without memfd; for tests and operators).\n");
 }
 
 static int set_quota_arg(const char *arg, bool soft)
@@ -161,12 +164,20 @@ static int lu_offline(const char *check, const char *inspect, const char *dump,
 		talloc_free(ctx);
 		return ret < 0 ? 1 : 0;
 	}
-	/* a gated pre-flight (lu.c): the stream is complete once stdin reaches EOF */
+	/* a gated pre-flight (lu.c): the stream is checked as it is written, following
+	 * the watermarks on stdin; it is complete (and sealed) once stdin reaches EOF */
 	if (check && getenv("XSTORED_CHECK_WAIT")) {
-		char c;
-		ssize_t n;
-		while ((n = read(0, &c, 1)) > 0 || (n < 0 && errno == EINTR))
-			;
+		struct lu_summary sum;
+		unsigned long followed;
+		ret = lu_stream_check_follow(check, 0, &sum, &followed, err, sizeof(err));
+		if (ret < 0)
+			printf("invalid stream: %s\n", err);
+		else
+			printf("xstored-stream-ok nodes %lu connections %lu transactions %lu "
+			       "followed %lu\n",
+			       sum.nodes, sum.conns, sum.txns, followed);
+		talloc_free(ctx);
+		return ret < 0 ? 1 : 0;
 	}
 	ret = lu_file_map(ctx, check ? check : inspect, &buf, &len, NULL);
 	if (ret < 0) {

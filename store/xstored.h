@@ -84,8 +84,14 @@ void node_delete(struct node *n);
 /* Reorders n's children to the order of names (same set); bumps nothing. */
 void node_reorder(struct node *n, char *const *names, unsigned int count);
 char *node_path(void *ctx, const struct node *n);
-/* Sizes the child table for `more` further nodes at once (a bulk restore). */
+/* Sizes the child table for `more` further nodes at once. */
 int node_reserve(unsigned long more);
+/* A bulk restore: node_reserve(more), and the hash insertion of the next `more`
+ * nodes created is deferred and done in one batch (overlapping its cache misses)
+ * by node_bulk_end(), or by the first lookup, node_set() or node_delete() before
+ * it, so no caller can see the difference.  0 or -ENOMEM (table not grown). */
+int node_bulk_begin(unsigned long more);
+void node_bulk_end(void);
 unsigned long node_count(void);
 size_t node_mem(const struct node *n);
 /* Record size as quota "node-size" counts it. */

@@ -236,6 +236,106 @@ def test_lu_binary_without_gate(lud, tmp_path):
     assert c.read("/many/n199") == b"v" * 100
 
 
+def lu_trace_lines(d):
+    with open(d.trace, errors="replace") as f:
+        return [l for l in f if "live-update:" in l]
+
+
+def test_lu_checked_while_written(lud, tmp_path):
+    """The gated pre-flight checks the stream while it is written (following the
+    writer's watermarks, several for a stream this size) and its verdict is the one
+    used: no second, ordinary pre-flight."""
+    c = SockConn(lud.socket)
+    for i in range(6000):
+        c.write("/big/d%d/n%d" % (i // 100, i), "v%d-" % i + "x" * 96)
+    new = binary_copy(tmp_path)
+    r = live_update(lud, new)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = lu_trace_lines(lud)
+    written = [l for l in lines if "state written" in l]
+    assert len(written) == 1, lines
+    size = int(re.search(r"(\d+) bytes of state written \(memfd\)", written[0]).group(1))
+    assert size > 3 * 256 * 1024, written[0]  # several watermarks
+    m = re.search(r"\(gated, watermarks followed: (\d+)\)$", written[0].rstrip())
+    assert m and int(m.group(1)) >= 1, written[0]
+    # the new process trusts that check (its trace is flushed by its first loop)
+    wait_for(lambda: any("checked by the pre-flight" in l for l in lu_trace_lines(lud)),
+             what="the new process's restore line")
+    assert c.read("/big/d59/n5999") == b"v5999-" + b"x" * 96
+    assert c.call("DIRECTORY", "/big/d7").count(b"\0") == 100
+
+
+@pytest.fixture
+def lud_file(tmp_path, monkeypatch):
+    """A daemon told to pass its live-update state in the state file, as on a host
+    where no memfd can be made."""
+    monkeypatch.setenv("XSTORED_LU_NO_MEMFD", "1")
+    d = Xstored(tmp_path).start()
+    yield d
+    d.stop()
+    assert d.proc.returncode in (0, -15), "xstored died: rc=%s" % d.proc.returncode
+
+
+def test_lu_state_file_fallback(lud_file, tmp_path):
+    """Without a memfd the stream goes through the state file next to the socket:
+    the pre-flight reads it there, the new process checks it again itself, restores
+    everything, and the file is gone afterwards; a failed pre-flight leaves the old
+    daemon serving and no file behind."""
+    d = lud_file
+    state = os.path.join(str(tmp_path), "state_dump")
+    c = SockConn(d.socket)
+    for i in range(300):
+        c.write("/f/n%d" % i, "v%d" % i)
+    c.call("SET_PERMS", "/f/n1", "n0", "r7")
+    c.call("WATCH", "/f", "ftok")
+    assert c.next_event() == (b"/f", b"ftok")
+    before = node_listing(d, tmp_path / "before")
+    seen = tmp_path / "checked-path"
+    binary = tmp_path / "recording"
+    binary.write_text("#!/bin/sh\nprev=\nfor a; do\n  if [ \"$prev\" = --check-stream ]; then\n"
+                      "    echo \"$a\" >> %s; [ -f \"$a\" ] && ls -l \"$a\" >> %s\n  fi\n"
+                      "  prev=$a\ndone\nexec %s \"$@\"\n"
+                      % (seen, seen, build_path("store", "xstored")))
+    binary.chmod(0o755)
+    pid = d.proc.pid
+    r = live_update(d, binary)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert d.proc.pid == pid and d.proc.poll() is None
+    checked = seen.read_text().splitlines()
+    assert checked[0] == state, checked  # one ordinary pre-flight, of the file
+    assert checked[1].startswith("-rw-------"), checked
+    assert len(checked) == 2, checked
+    assert not os.path.exists(state)
+    wait_for(lambda: any("restored" in l for l in lu_trace_lines(d)),
+             what="the new process's restore line")
+    lines = lu_trace_lines(d)
+    assert any(re.search(r"\d+ bytes of state written in", l) for l in lines), lines
+    assert not any("(memfd)" in l or "checked by the pre-flight" in l for l in lines), lines
+    assert node_listing(d, tmp_path / "after") == before
+    assert c.call("GET_PERMS", "/f/n1") == b"n0\0r7\0"
+    c.write("/f/n299", "new")
+    assert c.next_event() == (b"/f/n299", b"ftok")
+    c.no_event()
+    # a new binary that rejects the stream: the old daemon keeps serving, no file left
+    exe = exe_of(d)
+    bad = tmp_path / "rejecting"
+    bad.write_text("#!/bin/sh\nfor a; do [ \"$a\" = --check-stream ] && "
+                   "{ echo 'invalid stream: test'; exit 1; }; done\nexec %s \"$@\"\n"
+                   % build_path("store", "xstored"))
+    bad.chmod(0o755)
+    r = live_update(d, bad)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "rejected the state" in r.stderr, r.stderr
+    assert exe_of(d) == exe and d.proc.poll() is None
+    assert not os.path.exists(state)
+    assert c.read("/f/n299") == b"new"
+    # and an update afterwards still goes through the file
+    r = live_update(d, binary_copy(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert c.read("/f/n0") == b"v0"
+    assert not os.path.exists(state)
+
+
 def test_lu_session_rules_and_abort(lud, tmp_path):
     a, b = SockConn(lud.socket), SockConn(lud.socket)
     new = binary_copy(tmp_path)
