@@ -31,8 +31,9 @@ void loop_fini(void)
  * after client activity (not after the one-second timer), so an idle daemon
  * uses no CPU.  Each empty poll yields the CPU: on a busy machine the client we
  * wait for is often runnable on this very core, and a plain spin would only delay
- * it (measured: a plain 50 us spin halved read ops/s on the loaded 2-core test
- * machine, the yielding one raised them by ~50%). */
+ * it (measured on the loaded 2-core test machine: a plain 50 us spin cut read ops/s
+ * by 2x and, in a later series, 10x; the yielding one raised them by ~50%).
+ * docs/xstored.md lists what else was tried here. */
 static bool active;
 
 void loop_activity(void)
