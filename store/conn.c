@@ -367,6 +367,7 @@ void conn_read_some(struct conn *c)
 		}
 		if (n == 0)
 			break;
+		loop_activity();
 		conn_input(c, buf, (size_t)n);
 		if (!c->is_ring && (size_t)n < sizeof(buf))
 			break;

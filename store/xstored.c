@@ -66,6 +66,9 @@ static void usage(FILE *f)
 	    "  -p, --priv-domid ID      domain treated as privileged\n"
 	    "  -K, --keep-orphans       keep nodes of released domains (owned by priv domid)\n"
 	    "  -w watch-event=SECS      drop events a domain leaves unread that long (20)\n"
+	    "  --poll-us N              after serving requests, poll for the next one for up\n"
+	    "                           to N microseconds before sleeping (50; 0 = never;\n"
+	    "                           at most 1000)\n"
 	    "  -U, --live-update        started by a live update: restore the state file\n"
 	    "  --check-stream FILE      check a live-update state stream, print a summary\n"
 	    "  --inspect-state FILE     print a state stream in readable form\n"
@@ -223,6 +226,7 @@ int main(int argc, char **argv)
 	    {"master-domid", required_argument, NULL, 'm'},
 	    {"timeout", required_argument, NULL, 'w'},
 	    {"live-update", no_argument, NULL, 'U'},
+	    {"poll-us", required_argument, NULL, 'p' + 512},
 	    {"check-stream", required_argument, NULL, 'c' + 512},
 	    {"inspect-state", required_argument, NULL, 'i' + 512},
 	    {"dump-state", required_argument, NULL, 'd' + 512},
@@ -309,6 +313,13 @@ int main(int argc, char **argv)
 		case 'U':
 			live_update = true;
 			break;
+		case 'p' + 512:
+			err = num_arg(optarg, &v);
+			if (!err && v > 1000)
+				err = -EINVAL;
+			if (!err)
+				opts.poll_us = v;
+			break;
 		case 'c' + 512:
 			check_stream = optarg;
 			break;
@@ -326,7 +337,15 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		if (err) {
-			fprintf(stderr, "xstored: invalid argument for -%c: %s\n", opt, optarg);
+			const struct option *o = longopts;
+			while (o->name && o->val != opt)
+				o++;
+			if (o->name)
+				fprintf(stderr, "xstored: invalid argument for --%s: %s\n", o->name,
+					optarg);
+			else
+				fprintf(stderr, "xstored: invalid argument for -%c: %s\n", opt,
+					optarg);
 			return 1;
 		}
 	}

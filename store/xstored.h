@@ -338,6 +338,7 @@ struct xsd_opts {
 	const char *trace_file;
 	const char *socket_path;
 	int watch_event_timeout; /* seconds, 0 = never */
+	int poll_us;		 /* busy-poll window after activity, 0 = never */
 };
 extern struct xsd_opts opts;
 extern void *xsd_ctx;
@@ -345,6 +346,7 @@ int loop_init(void);
 void loop_fini(void);
 struct epoll_event;
 int loop_wait(struct epoll_event *evs, int max);
+void loop_activity(void);
 int loop_add(struct ev_source *src, uint32_t events);
 int loop_mod(struct ev_source *src, uint32_t events);
 void loop_del(struct ev_source *src);

@@ -2,6 +2,7 @@
  * xs_bench: xenstore daemon benchmark over Debian's libxenstore.
  *
  *   XENSTORED_PATH=<socket> xs_bench [--pid <daemon pid>] [--scale <0.1..1>]
+ *                                    [--only rw,dir,tx,fanout,rss,conns]
  *
  * Runs every workload against the daemon behind XENSTORED_PATH and prints one result per
  * line, "<key> <value> <unit>", for tests/bench/run-xenstore to put side by side:
@@ -16,6 +17,8 @@
  *   rss               daemon VmRSS after adding 100,000 nodes with 32-byte values (MiB)
  *   conn1000          1,000 concurrent connections, connect + one READ each: total ms
  *
+ * --only runs the listed workloads (default all; tests/bench/run-xenstore runs rw,tx
+ * against xs_floor, the zero-work responder).
  * A workload that fails prints "<key> n/a <reason>" and the rest still run.  Exit 0
  * unless the daemon cannot be reached.
  */
@@ -38,6 +41,18 @@
 #define VALUE32 "0123456789abcdef0123456789abcdef" /* 32 bytes */
 
 static double scale = 1.0;
+static const char *only;
+
+/* Whether workload `name` was selected with --only (all are by default). */
+static bool selected(const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = only; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return !only;
+}
 static long daemon_pid = -1;
 
 static uint64_t now_ns(void)
@@ -504,8 +519,10 @@ int main(int argc, char **argv)
             daemon_pid = atol(argv[++i]);
         else if (!strcmp(argv[i], "--scale") && i + 1 < argc)
             scale = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: xs_bench [--pid PID] [--scale 0.1..1]\n");
+            fprintf(stderr, "usage: xs_bench [--pid PID] [--scale 0.1..1] [--only LIST]\n");
             return 2;
         }
     }
@@ -514,15 +531,23 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     h = open_or_die();
-    bench_rss(h);                     /* first: a fresh daemon plus exactly 100k nodes */
-    if (!xs_rm(h, XBT_NULL, "/bench/rss"))
-        fprintf(stderr, "xs_bench: rm /bench/rss: %s\n", strerror(errno));
-    bench_rw(h);
-    bench_dir(h);
-    bench_tx(h, false);
-    bench_tx(h, true);
-    bench_fanout(h);
-    bench_conns();
+    if (selected("rss")) {
+        bench_rss(h);                 /* first: a fresh daemon plus exactly 100k nodes */
+        if (!xs_rm(h, XBT_NULL, "/bench/rss"))
+            fprintf(stderr, "xs_bench: rm /bench/rss: %s\n", strerror(errno));
+    }
+    if (selected("rw"))
+        bench_rw(h);
+    if (selected("dir"))
+        bench_dir(h);
+    if (selected("tx")) {
+        bench_tx(h, false);
+        bench_tx(h, true);
+    }
+    if (selected("fanout"))
+        bench_fanout(h);
+    if (selected("conns"))
+        bench_conns();
     xs_close(h);
     return 0;
 }

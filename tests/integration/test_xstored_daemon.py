@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import build_path, wait_for
+from conftest import Xstored, build_path, wait_for
 from xstored_util import SockConn, pack, args
 
 XSTORED = str(build_path("store", "xstored"))
@@ -132,3 +132,38 @@ def test_valgrind_clean_after_workload(tmp_path):
         out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err[-3000:]
     assert "All heap blocks were freed -- no leaks are possible" in err, err[-3000:]
+
+
+def _cpu_ticks(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])  # utime + stime
+
+
+@pytest.mark.parametrize("poll", [None, "0", "1000"])
+def test_busy_poll_only_right_after_activity(tmp_path, poll):
+    """--poll-us N: the daemon may spin up to N us after serving requests, never
+    when idle (the one-second timer does not start a spin)."""
+    d = Xstored(tmp_path, [] if poll is None else ["--poll-us", poll]).start()
+    try:
+        c = SockConn(d.socket)
+        c.write("/p", "v")
+        for _ in range(2000):
+            assert c.read("/p") == b"v"
+        time.sleep(0.2)
+        hz = os.sysconf("SC_CLK_TCK")
+        t0 = _cpu_ticks(d.proc.pid)
+        time.sleep(3)
+        idle = _cpu_ticks(d.proc.pid) - t0
+        assert idle * 1000 // hz <= 30, "idle xstored used %d ms of CPU in 3 s" % (
+            idle * 1000 // hz)
+        assert c.read("/p") == b"v"  # and it still answers
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.parametrize("bad", ["1001", "-1", "x"])
+def test_poll_us_rejects_bad_values(tmp_path, bad):
+    r = subprocess.run([XSTORED, "--socket", str(tmp_path / "s"), "-N", "--poll-us", bad],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "invalid argument for --poll-us" in r.stderr
