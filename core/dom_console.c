@@ -139,12 +139,10 @@ static void client_add(struct console *c, int fd)
 		return;
 	}
 	n = log_copy_locked(c, hist);
-	if (!write_all(fd, hist, n)) {
-		pthread_mutex_unlock(&c->lock);
-		close(fd);
-		return;
-	}
 	c->clients[i] = fd;
+	/* A client that already went (`echo cmd | xst console`) still has its input read:
+	 * it stays until the console thread reads its end, but is written no more. */
+	c->dead[i] = !write_all(fd, hist, n);
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -285,6 +285,21 @@ def test_events_channel_publishes(xstored, domains):
                     "detail=hard shutdown (watchdog) by the toolstack" % seq)
 
 
+def test_console_input_of_a_client_that_left_at_once(xstored, domains):
+    """`echo cmd | xst console dom`: the client sends its input and closes before the
+    domain process has accepted it and sent it the log; the input still reaches the
+    guest (the sim guest echoes it)."""
+    d = domains(24, name="piped", workload="console=10ms").spawn()
+    path = os.path.join(d.rundir, "dom-24.console")
+    wait_for(lambda: len(d.console_log()) > 200, what="some console log")
+    for i in range(20):
+        s = console_connect(path)
+        s.sendall(b"piped input %02d\n" % i)
+        s.close()
+        wait_for(lambda: "piped input %02d" % i in d.console_log(),
+                 what="piped input %d echoed" % i)
+
+
 def test_console_log_is_bounded_and_slow_clients_do_not_stall(xstored, domains):
     d = domains(23, name="chatty", workload="console=10ms").spawn()
     stuck = console_connect(os.path.join(d.rundir, "dom-23.console"))
