@@ -467,6 +467,7 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 
 struct xs_walk {
 	struct agent *a;
+	uint32_t tx; /* xenstore transaction the walk reads in (0: none) */
 	uint8_t *buf;
 	size_t len;
 	unsigned int nodes;
@@ -536,7 +537,8 @@ static int xs_walk(struct xs_walk *w, const char *base)
 					rv = -ENOMEM;
 					break;
 				}
-				ops[3 * k] = (struct xs_batch_op){ .type = XS_READ, .payload = paths[k],
+				ops[3 * k] = (struct xs_batch_op){ .type = XS_READ, .tx = w->tx,
+								   .payload = paths[k],
 								   .len = strlen(paths[k]) + 1 };
 				ops[3 * k + 1] = ops[3 * k];
 				ops[3 * k + 1].type = XS_DIRECTORY;
@@ -651,11 +653,9 @@ static int xs_watches(struct adom *d, uint8_t **buf, size_t *len)
 	return 0;
 }
 
-int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
+int stream_tx_xs_subtree(struct stream_tx *t, struct adom *d, uint32_t tx)
 {
-	uint8_t *wbuf;
-	size_t wlen;
-	struct xs_walk w = { .a = d->a };
+	struct xs_walk w = { .a = d->a, .tx = tx };
 	char *base;
 	int rv;
 
@@ -672,8 +672,15 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	if (rv == 0)
 		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
 	talloc_free(w.buf);
-	if (rv < 0)
-		return rv;
+	return rv;
+}
+
+int stream_tx_xs_watches(struct stream_tx *t, struct adom *d)
+{
+	uint8_t *wbuf;
+	size_t wlen;
+	int rv;
+
 	rv = xs_watches(d, &wbuf, &wlen);
 	if (rv < 0) {
 		agent_log(d->a, "domain %u: reading its xenstore watches: %s (not carried)",
@@ -683,6 +690,13 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	rv = tx_record(t, REC_XS_WATCHES, wbuf, wlen, NULL, 0, NULL, 0);
 	talloc_free(wbuf);
 	return rv;
+}
+
+int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
+{
+	int rv = stream_tx_xs_subtree(t, d, 0);
+
+	return rv < 0 ? rv : stream_tx_xs_watches(t, d);
 }
 
 int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
@@ -834,11 +848,13 @@ struct stream_rx {
 	struct adom *d;
 	uint8_t *xs;      /* XENSTORE payload */
 	size_t xs_len;
+	bool xs_applied;  /* ... recreated on this host's xstored already */
 	uint8_t *xw;      /* XS_WATCHES payload */
 	size_t xw_len;
 	struct adom_ram *ram; /* the new domain's RAM mapped here (NULL: write_pages) */
 	bool ram_tried;
 	bool verified; /* stream_verify() checked the whole stream: no second checksum */
+	double state_ms; /* loading the vm state (migration: the destination's timing log) */
 	char *error;
 };
 
@@ -1240,6 +1256,7 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	ProtobufCMessage *m;
 	void *tmp = talloc_new(r);
 	char *msg = NULL;
+	struct timespec t0, t1;
 	int rv;
 
 	if (!tmp)
@@ -1255,7 +1272,10 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	}
 	req.body_case = XSTDOM__REQUEST__BODY_STATE_LOAD;
 	req.state_load = (Xstdom__StateBlob *)m;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	r->state_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 	if (rv < 0)
 		rx_fail(r, rv, "loading the vm state: %s", msg ? msg : strerror(-rv));
 	else
@@ -1377,6 +1397,77 @@ static void rx_xenstore(struct stream_rx *r)
 	}
 }
 
+/* Does XENSTORE payload xs hold relative path rel (rl bytes)? */
+static bool xs_rec_has(const uint8_t *xs, size_t len, const uint8_t *rel, uint32_t rl)
+{
+	size_t off = 8;
+
+	while (off + 16 <= len) {
+		uint32_t pl = get32(xs + off), vl = get32(xs + off + 4), ml = get32(xs + off + 8);
+
+		if (off + 16 + (size_t)pl + vl + ml > len)
+			break;
+		if (pl == rl && memcmp(xs + off + 16, rel, rl) == 0)
+			return true;
+		off += 16 + (size_t)pl + vl + ml;
+	}
+	return false;
+}
+
+/* A later XENSTORE record replaces one applied already (a migration sends the subtree
+ * before the pause and again only if it changed): nodes of the old one that the new one
+ * lacks were removed at the source meanwhile, and go here too. */
+static void rx_xs_forget(struct stream_rx *r, const uint8_t *xs, size_t len)
+{
+	size_t off = 8;
+	void *tmp = talloc_new(r);
+
+	while (tmp && off + 16 <= r->xs_len) {
+		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
+		uint32_t ml = get32(r->xs + off + 8);
+		const uint8_t *rel = r->xs + off + 16;
+		char *path;
+		int rv;
+
+		if (off + 16 + (size_t)pl + vl + ml > r->xs_len)
+			break;
+		off += 16 + (size_t)pl + vl + ml;
+		if (xs_rec_has(xs, len, rel, pl))
+			continue;
+		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
+				       (const char *)rel);
+		if (!path || strstr(path, ".."))
+			continue;
+		rv = xs_client_request(r->a->xs, XS_RM, 0, path, strlen(path) + 1, NULL, 0, tmp,
+				       NULL, NULL);
+		if (rv < 0 && rv != -ENOENT)
+			agent_log(r->a, "domain %u: removing %s: %s", r->d->domid, path,
+				  strerror(-rv));
+	}
+	talloc_free(tmp);
+}
+
+/* XENSTORE: recreated at once when the domain exists (its vcpus do not run yet), else
+ * at the end record. */
+static int rx_xs_record(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	uint8_t *xs = talloc_memdup(r, p, len ? len : 1);
+
+	if (!xs)
+		return -ENOMEM;
+	if (r->d && r->xs && r->xs_applied)
+		rx_xs_forget(r, xs, len);
+	talloc_free(r->xs);
+	r->xs = xs;
+	r->xs_len = len;
+	r->xs_applied = false;
+	if (r->d) {
+		rx_xenstore(r);
+		r->xs_applied = true;
+	}
+	return 0;
+}
+
 /* Register the guest's watches again on its (reset) connection: paths under the source
  * domain's home are moved to the new domid's; one already there (EEXIST) is fine. */
 static void rx_xs_watches(struct stream_rx *r)
@@ -1447,7 +1538,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	if (!r->d || !r->have_state)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
 	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
-	if (r->xs)
+	if (r->xs && !r->xs_applied)
 		rx_xenstore(r);
 	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
 	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
@@ -1516,10 +1607,7 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 		r->xw_len = len;
 		return r->xw ? 0 : -ENOMEM;
 	case REC_XENSTORE:
-		talloc_free(r->xs);
-		r->xs = talloc_memdup(r, p, len ? len : 1);
-		r->xs_len = len;
-		return r->xs ? 0 : -ENOMEM;
+		return rx_xs_record(r, p, len);
 	default:
 		return rx_fail(r, -EINVAL, "unknown record type %u", type);
 	}
@@ -1605,6 +1693,11 @@ int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len)
 void stream_rx_verified(struct stream_rx *r)
 {
 	r->verified = true;
+}
+
+double stream_rx_state_ms(const struct stream_rx *r)
+{
+	return r->state_ms;
 }
 
 bool stream_rx_done(const struct stream_rx *r)
