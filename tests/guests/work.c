@@ -266,6 +266,18 @@ static void xs_check_shutdown(void)
 	poweroff(reason);
 }
 
+static uint64_t next_beat;
+
+static void beat(void)
+{
+	uint64_t now;
+
+	if (!opt.beat_ms || (now = now_ns()) < next_beat)
+		return;
+	con_puts(".\n");
+	next_beat = now + opt.beat_ms * 1000000; /* no burst after a pause */
+}
+
 void user_main(struct hvm_start_info *si)
 {
 	con_puts("xstguest: boot\n");
@@ -284,18 +296,17 @@ void user_main(struct hvm_start_info *si)
 	con_puts("\n");
 
 	uint64_t t0 = now_ns(), next_tick = t0 + opt.tick_ms * 1000000, rate_base = t0;
-	uint64_t rate_done = 0, next = 0, next_beat = t0;
+	uint64_t rate_done = 0, next = 0;
+	next_beat = t0;
 	for (;;) {
 		uint64_t now = now_ns();
-		if (opt.beat_ms && now >= next_beat) {
-			con_puts(".\n");
-			next_beat = now + opt.beat_ms * 1000000; /* no burst after a pause */
-		}
+		beat();
 		if (opt.rate && npages) {
 			uint64_t want = (now - rate_base) / 1000 * opt.rate / 1000000;
 			if (want > rate_done + opt.rate) /* after a pause: no catch-up burst */
 				rate_done = want - opt.rate / 10;
 			while (rate_done < want) {
+				beat(); /* a long catch-up is progress too */
 				page_check(next);
 				page_fill(next);
 				dirtied++;
@@ -304,8 +315,11 @@ void user_main(struct hvm_start_info *si)
 			}
 		}
 		if (opt.tick_ms && now >= next_tick) {
-			for (uint64_t i = 0; i < npages; i++)
+			for (uint64_t i = 0; i < npages; i++) {
+				if (i % 256 == 0)
+					beat();
 				page_check(i);
+			}
 			counter++;
 			con_puts("COUNTER ");
 			con_putu(counter);
