@@ -230,6 +230,27 @@ static int xs_tx_end(struct agent *a, uint32_t tx, bool commit, void *ctx)
 				 ctx, &rep, &len);
 }
 
+/* Pause, then the last dirty bitmap and the vm/vcpu state, in one call. */
+static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
+		     Xstdom__StateBlob **state, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	int rv;
+
+	req.body_case = XSTDOM__REQUEST__BODY_STOP_COPY;
+	req.stop_copy = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+	if (rv < 0)
+		return rv;
+	if (rep->body_case != XSTDOM__REPLY__BODY_STOP_COPY)
+		return -EPROTO;
+	*dirty = rep->stop_copy->dirty;
+	*state = rep->stop_copy->state;
+	return 0;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -418,22 +439,26 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (rv < 0)
 			goto fail;
 	}
-	/* Stop and copy: the dirty bitmap fetched last is still to be sent. */
+	/* Stop and copy: the dirty bitmap fetched last is still to be sent.  One call
+	 * pauses, fetches the last dirty bitmap and saves the state (a domain process that
+	 * does not know stop_copy gets the three calls). */
 	what = "stop-and-copy";
 	tdown = tp[5] = now_s();
-	if (!paused) {
-		rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
-		if (rv < 0)
-			goto fail;
-		paused = true;
-	}
 	{
-		Xstdom__Dirty *last;
+		Xstdom__Dirty *last = NULL;
+		Xstdom__StateBlob *state = NULL;
 		uint64_t n2;
 		uint8_t *map;
 		size_t i, len;
 
-		rv = dirty_fetch(d, ctx, &last, &n2, &msg);
+		paused = true; /* from here, a failure unpauses (a no-op if it runs) */
+		rv = stop_copy(d, ctx, &last, &state, &msg);
+		if (rv == -EOPNOTSUPP) {
+			msg = NULL;
+			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+			if (rv == 0)
+				rv = dirty_fetch(d, ctx, &last, &n2, &msg);
+		}
 		if (rv < 0)
 			goto fail;
 		/* union of the unsent round and what was dirtied since */
@@ -448,20 +473,20 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 				map[i] |= dy->bitmap.data[i];
 		tp[0] = now_s();
 		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
+		tp[1] = now_s();
+		if (rv == 0 && xs_tx) {
+			xs_same = xs_tx_end(a, xs_tx, true, ctx) == 0;
+			xs_tx = 0;
+		}
+		if (rv == 0 && !xs_same)
+			rv = stream_tx_xs_subtree(t, d, 0);
+		if (rv == 0)
+			rv = stream_tx_xs_watches(t, d);
+		tp[2] = now_s();
+		if (rv == 0)
+			rv = state ? stream_tx_state_blob(t, state) : stream_tx_state(t, d, &msg, ctx);
+		tp[3] = now_s();
 	}
-	tp[1] = now_s();
-	if (rv == 0 && xs_tx) {
-		xs_same = xs_tx_end(a, xs_tx, true, ctx) == 0;
-		xs_tx = 0;
-	}
-	if (rv == 0 && !xs_same)
-		rv = stream_tx_xs_subtree(t, d, 0);
-	if (rv == 0)
-		rv = stream_tx_xs_watches(t, d);
-	tp[2] = now_s();
-	if (rv == 0)
-		rv = stream_tx_state(t, d, &msg, ctx);
-	tp[3] = now_s();
 	what = "handing over";
 	if (rv == 0)
 		rv = stream_tx_end(t); /* answered once the destination runs it */
@@ -476,8 +501,9 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	note_dest(a, domid, name, NULL);
 	/* destroyed once the CLI has its answer (ctl.c): the guest runs there already */
 	a->destroy_after_reply = d;
-	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause %.1f, last "
-		  "pages %.1f, xenstore %.1f%s, state %.1f, sending and the destination's resume "
+	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause, last "
+		  "bitmap and state %.1f, last pages %.1f, xenstore %.1f%s, state record %.1f, "
+		  "sending and the destination's resume "
 		  "%.1f), %" PRIu64 " bytes", domid, name, url, ttotal, tdown * 1000,
 		  (tp[0] - tp[5]) * 1000, (tp[1] - tp[0]) * 1000, (tp[2] - tp[1]) * 1000,
 		  xs_same ? " (subtree unchanged since sent)" : "",

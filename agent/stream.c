@@ -733,8 +733,6 @@ int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	void *tmp = talloc_new(ctx);
-	uint8_t *buf;
-	size_t len;
 	int rv;
 
 	if (!tmp)
@@ -745,12 +743,23 @@ int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 	if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_STATE)
 		rv = -EPROTO;
 	if (rv == 0)
-		rv = xst_rpc_pack(&rep->state->base, tmp, &buf, &len);
-	if (rv == 0)
-		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+		rv = stream_tx_state_blob(t, rep->state);
 	if (msg && *msg)
 		*msg = talloc_steal(ctx, *msg);
 	talloc_free(tmp);
+	return rv;
+}
+
+int stream_tx_state_blob(struct stream_tx *t, const Xstdom__StateBlob *sb)
+{
+	uint8_t *buf;
+	size_t len;
+	int rv = xst_rpc_pack(&sb->base, t, &buf, &len);
+
+	if (rv == 0)
+		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+	if (rv == 0)
+		talloc_free(buf);
 	return rv;
 }
 

@@ -86,6 +86,8 @@ int stream_tx_xs_watches(struct stream_tx *t, struct adom *d);
 int stream_tx_xenstore(struct stream_tx *t, struct adom *d);
 /* state_save of a paused d. */
 int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx);
+/* A STATE record from a state the caller has (a migration's stop_copy reply). */
+int stream_tx_state_blob(struct stream_tx *t, const Xstdom__StateBlob *sb);
 /* END record and flush. */
 int stream_tx_end(struct stream_tx *t);
 
