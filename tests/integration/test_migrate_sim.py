@@ -136,6 +136,65 @@ def test_incoming_stream_in_odd_pieces(lab2, tmp_path):
     b.xst("destroy", "vm1")
 
 
+def records(data):
+    """[(type, payload)] of a save stream (docs/save-format.md)."""
+    out, off = [], 0
+    while off < len(data):
+        t = int.from_bytes(data[off:off + 4], "little")
+        n = int.from_bytes(data[off + 8:off + 16], "little")
+        out.append((t, bytes(data[off + 16:off + 16 + n])))
+        off += 16 + (n + 7) // 8 * 8
+    return out
+
+
+def stream(recs):
+    """Records back to a stream, END's checksum recomputed."""
+    data = bytearray()
+    for t, p in recs:
+        data += t.to_bytes(4, "little") + bytes(4) + len(p).to_bytes(8, "little") + p
+        data += bytes(-len(p) % 8)
+    h = 0xcbf29ce484222325
+    for i in range(0, len(data) - 24, 8):
+        h = ((h ^ int.from_bytes(data[i:i + 8], "little")) * 0x100000001b3) % (1 << 64)
+    data[-8:] = h.to_bytes(8, "little")
+    return bytes(data)
+
+
+def test_second_xenstore_record_replaces_the_first(lab2, tmp_path):
+    """A migration sends the guest's xenstore subtree before the pause and again during
+    it when a node changed meanwhile: the destination recreates the first on arrival,
+    and a node the second lacks (removed at the source in between) goes there too."""
+    a, b = lab2.hosts
+    d = create(a, tmp_path)
+    a.xs("xenstore-write", "/local/domain/%d/data/keep" % d, "k")
+    a.xs("xenstore-write", "/local/domain/%d/data/gone" % d, "g")
+    a.xst("pause", "vm1")
+    f = tmp_path / "vm1.save"
+    a.xst("save", "vm1", str(f))
+    recs = records(f.read_bytes())
+    i = [t for t, _ in recs].index(4)  # XENSTORE
+    xs = recs[i][1]
+    entries, off = [], 8
+    while off + 16 <= len(xs):
+        pl, vl, ml = (int.from_bytes(xs[off + k:off + k + 4], "little") for k in (0, 4, 8))
+        entries.append(xs[off:off + 16 + pl + vl + ml])
+        off += 16 + pl + vl + ml
+    assert any(e[16:16 + 9] == b"data/gone" for e in entries)
+    second = xs[:8] + b"".join(e for e in entries if e[16:16 + 9] != b"data/gone")
+    recs.insert(i + 1, (4, second))
+    hdr = bytearray(recs[0][1])
+    hdr[40] |= 1  # a paused guest's migration: the copy stays paused
+    recs[0] = (recs[0][0], bytes(hdr))
+    f.write_bytes(stream(recs))
+    out = raw(a, b.url, "migfile", "4243", str(f), "65543")
+    assert out.startswith("error=0 "), out
+    d2, st = b.domains()["vm1"]
+    assert b.xs("xenstore-read", "/local/domain/%d/data/keep" % d2).stdout.strip() == "k"
+    r = b.xs("xenstore-read", "/local/domain/%d/data/gone" % d2, check=False)
+    assert r.returncode != 0, r.stdout
+    b.xst("destroy", "vm1")
+
+
 def test_paused_migration_moves_every_byte(lab2, tmp_path):
     a, b = lab2.hosts
     d = create(a, tmp_path)
