@@ -1327,16 +1327,40 @@ static char *perms_moved(void *ctx, const char *path, const char *perms, size_t 
 	return out;
 }
 
+/* The value of relative path rel (rl bytes) in XENSTORE payload xs; false if absent. */
+static bool xs_rec_find(const uint8_t *xs, size_t len, const uint8_t *rel, uint32_t rl,
+			const uint8_t **val, uint32_t *vlen)
+{
+	size_t off = 8;
+
+	while (off + 16 <= len) {
+		uint32_t pl = get32(xs + off), vl = get32(xs + off + 4), ml = get32(xs + off + 8);
+
+		if (off + 16 + (size_t)pl + vl + ml > len)
+			break;
+		if (pl == rl && memcmp(xs + off + 16, rel, rl) == 0) {
+			*val = xs + off + 16 + pl;
+			*vlen = vl;
+			return true;
+		}
+		off += 16 + (size_t)pl + vl + ml;
+	}
+	return false;
+}
+
 /*
  * Recreate the guest's own nodes (data/..., device/...) that the layout did not, and
  * give every node of the subtree the permissions it had at the source (the source's
  * domid moved to the new one): one pipelined batch of READs to see which exist, one of
- * WRITEs and SET_PERMS.
+ * WRITEs and SET_PERMS.  With prev (a record recreated already, which this one
+ * replaces): nodes whose value differs from prev's, or that prev lacked, are written
+ * even where they exist.
  */
-static void rx_xenstore(struct stream_rx *r)
+static void rx_xenstore(struct stream_rx *r, const uint8_t *prev, size_t prev_len)
 {
 	struct xs_batch_op ops[XS_BATCH_MAX / 3], wr[XS_BATCH_MAX];
 	const uint8_t *vals[XS_BATCH_MAX / 3], *perms[XS_BATCH_MAX / 3];
+	bool changed[XS_BATCH_MAX / 3];
 	uint32_t vlens[XS_BATCH_MAX / 3], plens[XS_BATCH_MAX / 3], old;
 	size_t off = 8;
 	unsigned int n, k, nw;
@@ -1362,6 +1386,16 @@ static void rx_xenstore(struct stream_rx *r)
 					       (const char *)r->xs + off + 16);
 			vals[n] = r->xs + off + 16 + pl;
 			vlens[n] = vl;
+			if (prev) {
+				const uint8_t *pv;
+				uint32_t pvl;
+
+				changed[n] = !xs_rec_find(prev, prev_len, r->xs + off + 16, pl, &pv,
+							  &pvl) || pvl != vl ||
+					     memcmp(pv, vals[n], vl) != 0;
+			} else {
+				changed[n] = false;
+			}
 			perms[n] = r->xs + off + 16 + pl + vl;
 			plens[n] = ml;
 			off += 16 + (size_t)pl + vl + ml;
@@ -1377,8 +1411,9 @@ static void rx_xenstore(struct stream_rx *r)
 				size_t plen = ops[k].len, ml;
 				char *buf;
 
-				if (ops[k].err == -ENOENT) {
-					/* not there (the layout did not write it): recreate */
+				if (ops[k].err == -ENOENT || (ops[k].err == 0 && changed[k])) {
+					/* not there (the layout did not write it): recreate;
+					 * or changed at the source since prev */
 					buf = talloc_size(tmp, plen + vlens[k] + 1);
 					if (!buf)
 						break;
@@ -1406,23 +1441,6 @@ static void rx_xenstore(struct stream_rx *r)
 	}
 }
 
-/* Does XENSTORE payload xs hold relative path rel (rl bytes)? */
-static bool xs_rec_has(const uint8_t *xs, size_t len, const uint8_t *rel, uint32_t rl)
-{
-	size_t off = 8;
-
-	while (off + 16 <= len) {
-		uint32_t pl = get32(xs + off), vl = get32(xs + off + 4), ml = get32(xs + off + 8);
-
-		if (off + 16 + (size_t)pl + vl + ml > len)
-			break;
-		if (pl == rl && memcmp(xs + off + 16, rel, rl) == 0)
-			return true;
-		off += 16 + (size_t)pl + vl + ml;
-	}
-	return false;
-}
-
 /* A later XENSTORE record replaces one applied already (a migration sends the subtree
  * before the pause and again only if it changed): nodes of the old one that the new one
  * lacks were removed at the source meanwhile, and go here too. */
@@ -1434,14 +1452,15 @@ static void rx_xs_forget(struct stream_rx *r, const uint8_t *xs, size_t len)
 	while (tmp && off + 16 <= r->xs_len) {
 		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
 		uint32_t ml = get32(r->xs + off + 8);
-		const uint8_t *rel = r->xs + off + 16;
+		const uint8_t *rel = r->xs + off + 16, *v;
+		uint32_t vlen;
 		char *path;
 		int rv;
 
 		if (off + 16 + (size_t)pl + vl + ml > r->xs_len)
 			break;
 		off += 16 + (size_t)pl + vl + ml;
-		if (xs_rec_has(xs, len, rel, pl))
+		if (xs_rec_find(xs, len, rel, pl, &v, &vlen))
 			continue;
 		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
 				       (const char *)rel);
@@ -1460,20 +1479,26 @@ static void rx_xs_forget(struct stream_rx *r, const uint8_t *xs, size_t len)
  * at the end record. */
 static int rx_xs_record(struct stream_rx *r, const uint8_t *p, size_t len)
 {
-	uint8_t *xs = talloc_memdup(r, p, len ? len : 1);
+	uint8_t *xs = talloc_memdup(r, p, len ? len : 1), *prev = NULL;
+	size_t prev_len = 0;
 
 	if (!xs)
 		return -ENOMEM;
-	if (r->d && r->xs && r->xs_applied)
+	if (r->d && r->xs && r->xs_applied) {
 		rx_xs_forget(r, xs, len);
-	talloc_free(r->xs);
+		prev = r->xs;
+		prev_len = r->xs_len;
+	} else {
+		talloc_free(r->xs);
+	}
 	r->xs = xs;
 	r->xs_len = len;
 	r->xs_applied = false;
 	if (r->d) {
-		rx_xenstore(r);
+		rx_xenstore(r, prev, prev_len);
 		r->xs_applied = true;
 	}
+	talloc_free(prev);
 	return 0;
 }
 
@@ -1548,7 +1573,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
 	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
 	if (r->xs && !r->xs_applied)
-		rx_xenstore(r);
+		rx_xenstore(r, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
 	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
 	 * without fds, makes xstored reset the ring it already holds. */
