@@ -425,6 +425,50 @@ static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
 	return rv;
 }
 
+/* The pages of a dirty bitmap straight from the mapped RAM: one pass over the bitmap a
+ * word at a time, pages of separate runs batched into full records.  A dirty page was
+ * written, so it is no hole: no SEEK_DATA per run (a round's scattered pages made that
+ * two lseeks and a record per page). */
+static int tx_bitmap_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t npages,
+			 const uint8_t *bitmap, size_t len, bool resend)
+{
+	static const uint8_t zero[STREAM_PAGE];
+	struct ram_batch *b = talloc_zero(t, struct ram_batch);
+	size_t w;
+	int rv = 0;
+
+	if (!b)
+		return -ENOMEM;
+	b->t = t;
+	b->ram = ram;
+	for (w = 0; w * 8 < len && rv == 0; w++) {
+		uint64_t word = 0;
+
+		memcpy(&word, bitmap + w * 8, len - w * 8 < 8 ? len - w * 8 : 8);
+		word = le64toh(word);
+		while (word && rv == 0) {
+			uint64_t g = w * 64 + (uint64_t)__builtin_ctzll(word);
+
+			word &= word - 1;
+			if (g >= npages)
+				break;
+			if (memcmp(ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0) {
+				rv = ram_zero_page(b, g, resend);
+			} else {
+				put64(b->gfns + (size_t)b->n++ * 8, g);
+				if (b->n == STREAM_BATCH)
+					rv = ram_flush_pages(b);
+			}
+		}
+	}
+	if (rv == 0)
+		rv = ram_flush_pages(b);
+	if (rv == 0)
+		rv = ram_flush_zeros(b);
+	talloc_free(b);
+	return rv;
+}
+
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
 		    size_t bitmap_len, bool resend, char **msg, void *ctx)
 {
@@ -445,6 +489,8 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 		}
 	}
 
+	if (bitmap && t->ram)
+		return tx_bitmap_ram(t, t->ram, npages, bitmap, bitmap_len, resend);
 	while (gfn < npages) {
 		if (bitmap && !bit(bitmap, bitmap_len, gfn)) {
 			gfn++;
