@@ -9,8 +9,11 @@
  * sent, then rounds of the pages dirtied meanwhile until the dirty set fits the
  * downtime budget at the measured link rate, or the round bound is hit.  A guest that
  * keeps dirtying as fast as the link carries is throttled: it is paused while a round
- * is sent and runs only in between, for a period that halves every round.  Stop and
- * copy: pause, last dirty pages, xenstore subtree, vm/vcpu state, end record.  The
+ * is sent and runs only in between, for a period that halves every round.  Before the
+ * stop, the xenstore subtree goes over, read in a transaction.  Stop and copy: one
+ * stop_copy call (pause, last dirty bitmap, vm/vcpu state), the last dirty pages, the
+ * subtree again only if that transaction's commit says it changed, the watches, the
+ * state, the end record.  The
  * destination answers that last chunk only after the domain runs; only then is the
  * source destroyed.  Any failure before that answer aborts the incoming domain (best
  * effort) and resumes the source, so exactly one copy runs.
@@ -454,6 +457,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		paused = true; /* from here, a failure unpauses (a no-op if it runs) */
 		rv = stop_copy(d, ctx, &last, &state, &msg);
 		if (rv == -EOPNOTSUPP) {
+			agent_log(a, "domain %u: its domain process has no stop_copy: pause, dirty "
+				  "fetch and state save in three calls", domid);
 			msg = NULL;
 			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
 			if (rv == 0)

@@ -242,6 +242,7 @@ def test_xenstore_writes_during_the_migration(lab2, tmp_path):
         x.close()
     assert not a.log_has("subtree unchanged since sent")
     assert a.log_has("(pause, last bitmap and state")
+    assert not a.log_has("has no stop_copy")  # one call stopped it
     d2, _ = b.domains()["vm1"]
     v = int(b.xs("xenstore-read", "/local/domain/%d/data/n" % d2).stdout)
     assert first < v <= last[0]
