@@ -1548,26 +1548,47 @@ static int rx_xs_record(struct stream_rx *r, const uint8_t *p, size_t len)
 	return 0;
 }
 
-/* Register the guest's watches again on its (reset) connection: paths under the source
- * domain's home are moved to the new domid's; one already there (EEXIST) is fine. */
-static void rx_xs_watches(struct stream_rx *r)
+/*
+ * The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
+ * without fds, makes xstored reset the ring it already holds.  Then the guest's watches
+ * are registered again on its (reset) connection: paths under the source domain's home
+ * moved to the new domid's; one already there (EEXIST) is fine.  All of it goes to
+ * xstored as one pipelined batch (xstored serves a connection's requests in order: the
+ * watches come after the reset that would drop them), not a round trip each.  Returns
+ * the INTRODUCE's result; a watch that fails is logged.
+ */
+static int rx_ring_reset(struct stream_rx *r)
 {
-	uint32_t old = get32(r->xw), n = get32(r->xw + 4), i, bad = 0;
-	size_t off = 8;
+	struct xs_batch_op *ops;
+	uint32_t old = 0, n = 0, i = 0, bad = 0, nops = 1, k, done;
+	size_t off = 8, hl = 0;
 	void *tmp = talloc_new(r);
-	char home[32];
-	size_t hl;
+	char home[32], dom[16], *intro;
+	int rv = 0, il;
 
 	if (!tmp)
-		return;
-	hl = (size_t)snprintf(home, sizeof(home), "/local/domain/%u", old);
+		return -ENOMEM;
+	if (r->xw) {
+		old = get32(r->xw);
+		n = get32(r->xw + 4);
+		hl = (size_t)snprintf(home, sizeof(home), "/local/domain/%u", old);
+	}
+	snprintf(dom, sizeof(dom), "%u", r->d->domid);
+	ops = talloc_zero_array(tmp, struct xs_batch_op, (size_t)n + 1);
+	intro = talloc_size(tmp, 64);
+	if (!ops || !intro) {
+		talloc_free(tmp);
+		return -ENOMEM;
+	}
+	il = snprintf(intro, 64, "%u%c%llu%c%u", r->d->domid, '\0',
+		      (unsigned long long)r->d->ring_gfn, '\0', 1);
+	ops[0] = (struct xs_batch_op){ .type = XS_INTRODUCE, .payload = intro,
+				       .len = (size_t)il + 1 };
 	for (i = 0; i < n && off + 8 <= r->xw_len; i++) {
 		uint32_t pl = get32(r->xw + off), tl = get32(r->xw + off + 4);
 		const char *ps = (const char *)r->xw + off + 8;
-		char *path, *tok, dom[16];
-		const char *args[4];
-		char *rep;
-		int rv;
+		char *path, *buf;
+		size_t dl = strlen(dom), len;
 
 		if (off + 8 + (size_t)pl + tl > r->xw_len)
 			break;
@@ -1576,30 +1597,45 @@ static void rx_xs_watches(struct stream_rx *r)
 					       (int)(pl - hl), ps + hl);
 		else
 			path = talloc_strndup(tmp, ps, pl);
-		tok = talloc_strndup(tmp, ps + pl, tl);
 		off += 8 + (size_t)pl + tl;
-		if (!path || !tok) {
+		len = sizeof("domain-watch") + dl + 1 + (path ? strlen(path) + 1 : 0) + tl + 1;
+		buf = path ? talloc_size(tmp, len) : NULL;
+		if (!buf) {
 			bad++;
 			continue;
 		}
-		snprintf(dom, sizeof(dom), "%u", r->d->domid);
-		args[0] = "domain-watch";
-		args[1] = dom;
-		args[2] = path;
-		args[3] = tok;
-		rv = xs_client_control(r->a->xs, args, 4, tmp, &rep);
-		if (rv < 0 && rv != -EEXIST) {
+		/* domain-watch \0 domid \0 path \0 token \0 */
+		memcpy(buf, "domain-watch", sizeof("domain-watch"));
+		memcpy(buf + sizeof("domain-watch"), dom, dl + 1);
+		memcpy(buf + sizeof("domain-watch") + dl + 1, path, strlen(path) + 1);
+		memcpy(buf + len - tl - 1, ps + pl, tl);
+		buf[len - 1] = '\0';
+		ops[nops++] = (struct xs_batch_op){ .type = XS_CONTROL, .payload = buf,
+						    .len = len };
+	}
+	for (done = 0; done < nops && rv == 0; done += k) {
+		k = nops - done < XS_BATCH_MAX ? nops - done : XS_BATCH_MAX;
+		rv = xs_client_batch(r->a->xs, ops + done, k, tmp);
+	}
+	if (rv == 0)
+		rv = ops[0].err;
+	for (k = 1; rv == 0 && k < nops; k++) {
+		if (ops[k].err < 0 && ops[k].err != -EEXIST) {
+			const char *pl = (const char *)ops[k].payload + sizeof("domain-watch");
+
+			pl += strlen(pl) + 1;
 			agent_log(r->a, "domain %u: re-registering its watch %s (token %s): %s",
-				  r->d->domid, path, tok, strerror(-rv));
+				  r->d->domid, pl, pl + strlen(pl) + 1, strerror(-ops[k].err));
 			bad++;
 		}
 	}
-	if (i < n)
+	if (rv == 0 && i < n)
 		agent_log(r->a, "domain %u: XS_WATCHES record cut short", r->d->domid);
-	else if (n)
+	else if (rv == 0 && n)
 		agent_log(r->a, "domain %u: %u xenstore watches carried over%s", r->d->domid,
 			  n - bad, bad ? " (some failed)" : "");
 	talloc_free(tmp);
+	return rv;
 }
 
 static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
@@ -1610,7 +1646,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	char *msg = NULL;
 	int rv;
 
-	struct timespec ts[5];
+	struct timespec ts[4];
 	int k;
 
 	if (len != 8 || (!r->verified && get64(p) != r->hash))
@@ -1621,16 +1657,11 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	if (r->xs && !r->xs_applied)
 		rx_xenstore(r, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
-	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
-	 * without fds, makes xstored reset the ring it already holds. */
-	rv = xs_client_introduce(r->a->xs, r->d->domid, r->d->ring_gfn, 1, NULL);
+	rv = rx_ring_reset(r);
 	if (rv < 0)
 		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
 			       strerror(-rv));
 	clock_gettime(CLOCK_MONOTONIC, &ts[2]);
-	if (r->xw)
-		rx_xs_watches(r);
-	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
 	if (!r->paused) {
 		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
 		req.unpause = &e;
@@ -1638,18 +1669,18 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		if (rv < 0)
 			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
 	}
-	clock_gettime(CLOCK_MONOTONIC, &ts[4]);
+	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
 	/* its config goes to the domain process once the answer is out (ctl.c) */
 	r->a->save_config_after_reply = r->d->domid;
 	{
-		double ms[4];
+		double ms[3];
 
-		for (k = 0; k < 4; k++)
+		for (k = 0; k < 3; k++)
 			ms[k] = (ts[k + 1].tv_sec - ts[k].tv_sec) * 1e3 +
 				(ts[k + 1].tv_nsec - ts[k].tv_nsec) / 1e6;
 		agent_log(r->a, "domain %u: resumed after the end record in %.1f ms (xenstore "
-			  "nodes %.1f, ring reset %.1f, watches %.1f, unpause %.1f)", r->d->domid,
-			  ms[0] + ms[1] + ms[2] + ms[3], ms[0], ms[1], ms[2], ms[3]);
+			  "nodes %.1f, ring reset and watches %.1f, unpause %.1f)", r->d->domid,
+			  ms[0] + ms[1] + ms[2], ms[0], ms[1], ms[2]);
 	}
 	r->done = true;
 	return 0;
