@@ -9,8 +9,11 @@
  * sent, then rounds of the pages dirtied meanwhile until the dirty set fits the
  * downtime budget at the measured link rate, or the round bound is hit.  A guest that
  * keeps dirtying as fast as the link carries is throttled: it is paused while a round
- * is sent and runs only in between, for a period that halves every round.  Stop and
- * copy: pause, last dirty pages, xenstore subtree, vm/vcpu state, end record.  The
+ * is sent and runs only in between, for a period that halves every round.  Before the
+ * stop, the xenstore subtree goes over, read in a transaction.  Stop and copy: one
+ * stop_copy call (pause, last dirty bitmap, vm/vcpu state), the last dirty pages, the
+ * subtree again only if that transaction's commit says it changed, the watches, the
+ * state, the end record.  The
  * destination answers that last chunk only after the domain runs; only then is the
  * source destroyed.  Any failure before that answer aborts the incoming domain (best
  * effort) and resumes the source, so exactly one copy runs.
@@ -30,12 +33,17 @@
 #include "agent/agent.h"
 #include "agent/stream.h"
 #include "proto/rpc.h"
+#include "store/xs_client.h"
+#include "store/xs_proto.h"
 
 #define MIG_CALL_MS 10000
 #define MIG_PREPARE_MS 120000 /* the first chunk: the destination creates (and clears) */
 #define MIG_DEFAULT_DOWNTIME_MS 30
 #define MIG_DEFAULT_ROUNDS 30
 #define MIG_MIN_RATE (50.0 * 1024 * 1024) /* bytes/s assumed before a measurement */
+/* A dirty set that fits the budget still gets another round while rounds halve it,
+ * down to this many pages: each round shortens the stop. */
+#define MIG_TAIL_PAGES 32
 
 struct mig_out {
 	struct agent *a;
@@ -201,6 +209,51 @@ static int dirty_fetch(struct adom *d, void *ctx, Xstdom__Dirty **out, uint64_t 
 	return 0;
 }
 
+/* A xenstore transaction on the agent's connection: start (*tx set), or end it with
+ * commit (0, or -EAGAIN when a node it read changed meanwhile) or abort. */
+static int xs_tx_start(struct agent *a, uint32_t *tx, void *ctx)
+{
+	char *rep;
+	size_t len;
+	int rv = xs_client_request(a->xs, XS_TRANSACTION_START, 0, "", 1, NULL, 0, ctx, &rep,
+				   &len);
+
+	if (rv < 0)
+		return rv;
+	*tx = (uint32_t)strtoul(rep, NULL, 10);
+	return *tx ? 0 : -EPROTO;
+}
+
+static int xs_tx_end(struct agent *a, uint32_t tx, bool commit, void *ctx)
+{
+	char *rep;
+	size_t len;
+
+	return xs_client_request(a->xs, XS_TRANSACTION_END, tx, commit ? "T" : "F", 2, NULL, 0,
+				 ctx, &rep, &len);
+}
+
+/* Pause, then the last dirty bitmap and the vm/vcpu state, in one call. */
+static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
+		     Xstdom__StateBlob **state, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *rep;
+	int rv;
+
+	req.body_case = XSTDOM__REQUEST__BODY_STOP_COPY;
+	req.stop_copy = &e;
+	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
+	if (rv < 0)
+		return rv;
+	if (rep->body_case != XSTDOM__REPLY__BODY_STOP_COPY)
+		return -EPROTO;
+	*dirty = rep->stop_copy->dirty;
+	*state = rep->stop_copy->state;
+	return 0;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -257,6 +310,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0, ttotal;
 	double tp[6] = { 0 }; /* stop-and-copy: start, paused, pages, xenstore, state, end */
 	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
+	bool xs_same = false;
+	uint32_t xs_tx = 0;
 	unsigned int round = 0;
 	char *msg = NULL, *url, *what = "";
 	void *rtmp;
@@ -350,8 +405,11 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (rv < 0)
 			goto fail;
 		/* Half the budget for the last pages: pausing, the state, the xenstore
-		 * subtree and the destination's resume take the rest. */
-		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 2000.0)
+		 * subtree and the destination's resume take the rest.  A set that fits
+		 * goes over in one more round while rounds still halve it: the pages
+		 * sent while the guest runs are not sent while it is paused. */
+		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 2000.0 &&
+		    (count <= MIG_TAIL_PAGES || count * 2 > prev))
 			break;
 		ts = now_s();
 		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, true, &msg,
@@ -360,6 +418,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 			rv = stream_tx_flush(t);
 		if (rv < 0)
 			goto fail;
+		agent_log(a, "domain %u: round %u: %" PRIu64 " dirty pages, %.1f ms", domid, round,
+			  count, (now_s() - ts) * 1000);
 		if (t->bytes - before > (1u << 20) && now_s() - ts > 0.001)
 			rate = (t->bytes - before) / (now_s() - ts);
 		if (!throttled && round >= 2 && count * 10 > prev * 8) {
@@ -370,22 +430,40 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		}
 		prev = count;
 	}
-	/* Stop and copy: the dirty bitmap fetched last is still to be sent. */
-	what = "stop-and-copy";
-	tdown = tp[5] = now_s();
-	if (!paused) {
-		rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+	/* The xenstore subtree goes now, read in a transaction: the destination recreates
+	 * it before the pause; committing that (read-only) transaction once the guest is
+	 * paused tells whether any node changed since (EAGAIN), and only then is it read
+	 * and sent again during the pause.  Without a transaction: read during the pause. */
+	what = "sending the xenstore subtree";
+	if (xs_tx_start(a, &xs_tx, ctx) == 0) {
+		rv = stream_tx_xs_subtree(t, d, xs_tx);
+		if (rv == 0)
+			rv = stream_tx_flush(t);
 		if (rv < 0)
 			goto fail;
-		paused = true;
 	}
+	/* Stop and copy: the dirty bitmap fetched last is still to be sent.  One call
+	 * pauses, fetches the last dirty bitmap and saves the state (a domain process that
+	 * does not know stop_copy gets the three calls). */
+	what = "stop-and-copy";
+	tdown = tp[5] = now_s();
 	{
-		Xstdom__Dirty *last;
+		Xstdom__Dirty *last = NULL;
+		Xstdom__StateBlob *state = NULL;
 		uint64_t n2;
 		uint8_t *map;
 		size_t i, len;
 
-		rv = dirty_fetch(d, ctx, &last, &n2, &msg);
+		paused = true; /* from here, a failure unpauses (a no-op if it runs) */
+		rv = stop_copy(d, ctx, &last, &state, &msg);
+		if (rv == -EOPNOTSUPP) {
+			agent_log(a, "domain %u: its domain process has no stop_copy: pause, dirty "
+				  "fetch and state save in three calls", domid);
+			msg = NULL;
+			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+			if (rv == 0)
+				rv = dirty_fetch(d, ctx, &last, &n2, &msg);
+		}
 		if (rv < 0)
 			goto fail;
 		/* union of the unsent round and what was dirtied since */
@@ -400,14 +478,20 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 				map[i] |= dy->bitmap.data[i];
 		tp[0] = now_s();
 		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
+		tp[1] = now_s();
+		if (rv == 0 && xs_tx) {
+			xs_same = xs_tx_end(a, xs_tx, true, ctx) == 0;
+			xs_tx = 0;
+		}
+		if (rv == 0 && !xs_same)
+			rv = stream_tx_xs_subtree(t, d, 0);
+		if (rv == 0)
+			rv = stream_tx_xs_watches(t, d);
+		tp[2] = now_s();
+		if (rv == 0)
+			rv = state ? stream_tx_state_blob(t, state) : stream_tx_state(t, d, &msg, ctx);
+		tp[3] = now_s();
 	}
-	tp[1] = now_s();
-	if (rv == 0)
-		rv = stream_tx_xenstore(t, d);
-	tp[2] = now_s();
-	if (rv == 0)
-		rv = stream_tx_state(t, d, &msg, ctx);
-	tp[3] = now_s();
 	what = "handing over";
 	if (rv == 0)
 		rv = stream_tx_end(t); /* answered once the destination runs it */
@@ -422,10 +506,12 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	note_dest(a, domid, name, NULL);
 	/* destroyed once the CLI has its answer (ctl.c): the guest runs there already */
 	a->destroy_after_reply = d;
-	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause %.1f, last "
-		  "pages %.1f, xenstore %.1f, state %.1f, sending and the destination's resume "
+	agent_log(a, "domain %u (%s) migrated to %s: %.3f s, downtime %.1f ms (pause, last "
+		  "bitmap and state %.1f, last pages %.1f, xenstore %.1f%s, state record %.1f, "
+		  "sending and the destination's resume "
 		  "%.1f), %" PRIu64 " bytes", domid, name, url, ttotal, tdown * 1000,
 		  (tp[0] - tp[5]) * 1000, (tp[1] - tp[0]) * 1000, (tp[2] - tp[1]) * 1000,
+		  xs_same ? " (subtree unchanged since sent)" : "",
 		  (tp[3] - tp[2]) * 1000, (tp[4] - tp[3]) * 1000, t->bytes);
 	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 	rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, downtime "
@@ -436,6 +522,8 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	return 0;
 fail:
 	(void)committed;
+	if (xs_tx)
+		xs_tx_end(a, xs_tx, false, ctx);
 	note_dest(a, domid, name, NULL);
 	if (o.transport && strcmp(what, "handing over") == 0) {
 		/* The destination may run it already: never resume a second copy blindly. */
@@ -522,6 +610,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 	struct adom *d;
 	bool abort = m->has_abort && m->abort;
 	bool first = m->has_seq && m->seq == 0;
+	double t0;
 	int rv;
 
 	if (abort) {
@@ -567,6 +656,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 	}
 	if (!m->has_data)
 		return 0;
+	t0 = now_s();
 	rv = stream_rx_feed(in_rx, m->data.data, m->data.len);
 	if (rv < 0) {
 		rep->message = talloc_strdup(ctx, stream_rx_error(in_rx));
@@ -576,7 +666,9 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 	}
 	if (stream_rx_done(in_rx)) {
 		d = stream_rx_domain(in_rx);
-		agent_log(a, "domain %u (%s) migrated in and running", d->domid, d->name);
+		agent_log(a, "domain %u (%s) migrated in and running: the last chunk (%zu bytes) "
+			  "acted on in %.1f ms (vm state %.1f)", d->domid, d->name, m->data.len,
+			  (now_s() - t0) * 1000, stream_rx_state_ms(in_rx));
 		rep->body_case = XSTAGENT__REPLY__BODY_DOMID;
 		rep->domid = d->domid;
 		in_end(false);

@@ -425,6 +425,50 @@ static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
 	return rv;
 }
 
+/* The pages of a dirty bitmap straight from the mapped RAM: one pass over the bitmap a
+ * word at a time, pages of separate runs batched into full records.  A dirty page was
+ * written, so it is no hole: no SEEK_DATA per run (a round's scattered pages made that
+ * two lseeks and a record per page). */
+static int tx_bitmap_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t npages,
+			 const uint8_t *bitmap, size_t len, bool resend)
+{
+	static const uint8_t zero[STREAM_PAGE];
+	struct ram_batch *b = talloc_zero(t, struct ram_batch);
+	size_t w;
+	int rv = 0;
+
+	if (!b)
+		return -ENOMEM;
+	b->t = t;
+	b->ram = ram;
+	for (w = 0; w * 8 < len && rv == 0; w++) {
+		uint64_t word = 0;
+
+		memcpy(&word, bitmap + w * 8, len - w * 8 < 8 ? len - w * 8 : 8);
+		word = le64toh(word);
+		while (word && rv == 0) {
+			uint64_t g = w * 64 + (uint64_t)__builtin_ctzll(word);
+
+			word &= word - 1;
+			if (g >= npages)
+				break;
+			if (memcmp(ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0) {
+				rv = ram_zero_page(b, g, resend);
+			} else {
+				put64(b->gfns + (size_t)b->n++ * 8, g);
+				if (b->n == STREAM_BATCH)
+					rv = ram_flush_pages(b);
+			}
+		}
+	}
+	if (rv == 0)
+		rv = ram_flush_pages(b);
+	if (rv == 0)
+		rv = ram_flush_zeros(b);
+	talloc_free(b);
+	return rv;
+}
+
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
 		    size_t bitmap_len, bool resend, char **msg, void *ctx)
 {
@@ -445,6 +489,8 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 		}
 	}
 
+	if (bitmap && t->ram)
+		return tx_bitmap_ram(t, t->ram, npages, bitmap, bitmap_len, resend);
 	while (gfn < npages) {
 		if (bitmap && !bit(bitmap, bitmap_len, gfn)) {
 			gfn++;
@@ -467,6 +513,7 @@ int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const 
 
 struct xs_walk {
 	struct agent *a;
+	uint32_t tx; /* xenstore transaction the walk reads in (0: none) */
 	uint8_t *buf;
 	size_t len;
 	unsigned int nodes;
@@ -536,7 +583,8 @@ static int xs_walk(struct xs_walk *w, const char *base)
 					rv = -ENOMEM;
 					break;
 				}
-				ops[3 * k] = (struct xs_batch_op){ .type = XS_READ, .payload = paths[k],
+				ops[3 * k] = (struct xs_batch_op){ .type = XS_READ, .tx = w->tx,
+								   .payload = paths[k],
 								   .len = strlen(paths[k]) + 1 };
 				ops[3 * k + 1] = ops[3 * k];
 				ops[3 * k + 1].type = XS_DIRECTORY;
@@ -657,11 +705,9 @@ static int xs_watches(struct adom *d, uint8_t **buf, size_t *len)
 	return 0;
 }
 
-int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
+int stream_tx_xs_subtree(struct stream_tx *t, struct adom *d, uint32_t tx)
 {
-	uint8_t *wbuf;
-	size_t wlen;
-	struct xs_walk w = { .a = d->a };
+	struct xs_walk w = { .a = d->a, .tx = tx };
 	char *base;
 	int rv;
 
@@ -678,8 +724,15 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	if (rv == 0)
 		rv = tx_record(t, REC_XENSTORE, w.buf, w.len, NULL, 0, NULL, 0);
 	talloc_free(w.buf);
-	if (rv < 0)
-		return rv;
+	return rv;
+}
+
+int stream_tx_xs_watches(struct stream_tx *t, struct adom *d)
+{
+	uint8_t *wbuf;
+	size_t wlen;
+	int rv;
+
 	rv = xs_watches(d, &wbuf, &wlen);
 	if (rv < 0) {
 		agent_log(d->a, "domain %u: reading its xenstore watches: %s (not carried)",
@@ -689,6 +742,13 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 	rv = tx_record(t, REC_XS_WATCHES, wbuf, wlen, NULL, 0, NULL, 0);
 	talloc_free(wbuf);
 	return rv;
+}
+
+int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
+{
+	int rv = stream_tx_xs_subtree(t, d, 0);
+
+	return rv < 0 ? rv : stream_tx_xs_watches(t, d);
 }
 
 int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
@@ -725,8 +785,6 @@ int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	void *tmp = talloc_new(ctx);
-	uint8_t *buf;
-	size_t len;
 	int rv;
 
 	if (!tmp)
@@ -737,12 +795,23 @@ int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 	if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_STATE)
 		rv = -EPROTO;
 	if (rv == 0)
-		rv = xst_rpc_pack(&rep->state->base, tmp, &buf, &len);
-	if (rv == 0)
-		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+		rv = stream_tx_state_blob(t, rep->state);
 	if (msg && *msg)
 		*msg = talloc_steal(ctx, *msg);
 	talloc_free(tmp);
+	return rv;
+}
+
+int stream_tx_state_blob(struct stream_tx *t, const Xstdom__StateBlob *sb)
+{
+	uint8_t *buf;
+	size_t len;
+	int rv = xst_rpc_pack(&sb->base, t, &buf, &len);
+
+	if (rv == 0)
+		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+	if (rv == 0)
+		talloc_free(buf);
 	return rv;
 }
 
@@ -840,6 +909,7 @@ struct stream_rx {
 	struct adom *d;
 	uint8_t *xs;      /* XENSTORE payload */
 	size_t xs_len;
+	bool xs_applied;  /* ... recreated on this host's xstored already */
 	uint8_t *xw;      /* XS_WATCHES payload */
 	size_t xw_len;
 	struct adom_ram *ram; /* the new domain's RAM mapped here (NULL: write_pages) */
@@ -847,6 +917,7 @@ struct stream_rx {
 	bool verified; /* stream_verify() checked the whole stream: no second checksum */
 	int (*unchanged)(void *arg); /* ... and this says it was not rewritten since */
 	void *unchanged_arg;
+	double state_ms; /* loading the vm state (migration: the destination's timing log) */
 	char *error;
 };
 
@@ -1248,6 +1319,7 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	ProtobufCMessage *m;
 	void *tmp = talloc_new(r);
 	char *msg = NULL;
+	struct timespec t0, t1;
 	int rv;
 
 	if (!tmp)
@@ -1263,7 +1335,10 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	}
 	req.body_case = XSTDOM__REQUEST__BODY_STATE_LOAD;
 	req.state_load = (Xstdom__StateBlob *)m;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	r->state_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 	if (rv < 0)
 		rx_fail(r, rv, "loading the vm state: %s", msg ? msg : strerror(-rv));
 	else
@@ -1306,16 +1381,40 @@ static char *perms_moved(void *ctx, const char *path, const char *perms, size_t 
 	return out;
 }
 
+/* The value of relative path rel (rl bytes) in XENSTORE payload xs; false if absent. */
+static bool xs_rec_find(const uint8_t *xs, size_t len, const uint8_t *rel, uint32_t rl,
+			const uint8_t **val, uint32_t *vlen)
+{
+	size_t off = 8;
+
+	while (off + 16 <= len) {
+		uint32_t pl = get32(xs + off), vl = get32(xs + off + 4), ml = get32(xs + off + 8);
+
+		if (off + 16 + (size_t)pl + vl + ml > len)
+			break;
+		if (pl == rl && memcmp(xs + off + 16, rel, rl) == 0) {
+			*val = xs + off + 16 + pl;
+			*vlen = vl;
+			return true;
+		}
+		off += 16 + (size_t)pl + vl + ml;
+	}
+	return false;
+}
+
 /*
  * Recreate the guest's own nodes (data/..., device/...) that the layout did not, and
  * give every node of the subtree the permissions it had at the source (the source's
  * domid moved to the new one): one pipelined batch of READs to see which exist, one of
- * WRITEs and SET_PERMS.
+ * WRITEs and SET_PERMS.  With prev (a record recreated already, which this one
+ * replaces): nodes whose value differs from prev's, or that prev lacked, are written
+ * even where they exist.
  */
-static void rx_xenstore(struct stream_rx *r)
+static void rx_xenstore(struct stream_rx *r, const uint8_t *prev, size_t prev_len)
 {
 	struct xs_batch_op ops[XS_BATCH_MAX / 3], wr[XS_BATCH_MAX];
 	const uint8_t *vals[XS_BATCH_MAX / 3], *perms[XS_BATCH_MAX / 3];
+	bool changed[XS_BATCH_MAX / 3];
 	uint32_t vlens[XS_BATCH_MAX / 3], plens[XS_BATCH_MAX / 3], old;
 	size_t off = 8;
 	unsigned int n, k, nw;
@@ -1341,6 +1440,16 @@ static void rx_xenstore(struct stream_rx *r)
 					       (const char *)r->xs + off + 16);
 			vals[n] = r->xs + off + 16 + pl;
 			vlens[n] = vl;
+			if (prev) {
+				const uint8_t *pv;
+				uint32_t pvl;
+
+				changed[n] = !xs_rec_find(prev, prev_len, r->xs + off + 16, pl, &pv,
+							  &pvl) || pvl != vl ||
+					     memcmp(pv, vals[n], vl) != 0;
+			} else {
+				changed[n] = false;
+			}
 			perms[n] = r->xs + off + 16 + pl + vl;
 			plens[n] = ml;
 			off += 16 + (size_t)pl + vl + ml;
@@ -1356,8 +1465,9 @@ static void rx_xenstore(struct stream_rx *r)
 				size_t plen = ops[k].len, ml;
 				char *buf;
 
-				if (ops[k].err == -ENOENT) {
-					/* not there (the layout did not write it): recreate */
+				if (ops[k].err == -ENOENT || (ops[k].err == 0 && changed[k])) {
+					/* not there (the layout did not write it): recreate;
+					 * or changed at the source since prev */
 					buf = talloc_size(tmp, plen + vlens[k] + 1);
 					if (!buf)
 						break;
@@ -1385,26 +1495,108 @@ static void rx_xenstore(struct stream_rx *r)
 	}
 }
 
-/* Register the guest's watches again on its (reset) connection: paths under the source
- * domain's home are moved to the new domid's; one already there (EEXIST) is fine. */
-static void rx_xs_watches(struct stream_rx *r)
+/* A later XENSTORE record replaces one applied already (a migration sends the subtree
+ * before the pause and again only if it changed): nodes of the old one that the new one
+ * lacks were removed at the source meanwhile, and go here too. */
+static void rx_xs_forget(struct stream_rx *r, const uint8_t *xs, size_t len)
 {
-	uint32_t old = get32(r->xw), n = get32(r->xw + 4), i, bad = 0;
 	size_t off = 8;
 	void *tmp = talloc_new(r);
-	char home[32];
-	size_t hl;
+
+	while (tmp && off + 16 <= r->xs_len) {
+		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
+		uint32_t ml = get32(r->xs + off + 8);
+		const uint8_t *rel = r->xs + off + 16, *v;
+		uint32_t vlen;
+		char *path;
+		int rv;
+
+		if (off + 16 + (size_t)pl + vl + ml > r->xs_len)
+			break;
+		off += 16 + (size_t)pl + vl + ml;
+		if (xs_rec_find(xs, len, rel, pl, &v, &vlen))
+			continue;
+		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
+				       (const char *)rel);
+		if (!path || strstr(path, ".."))
+			continue;
+		rv = xs_client_request(r->a->xs, XS_RM, 0, path, strlen(path) + 1, NULL, 0, tmp,
+				       NULL, NULL);
+		if (rv < 0 && rv != -ENOENT)
+			agent_log(r->a, "domain %u: removing %s: %s", r->d->domid, path,
+				  strerror(-rv));
+	}
+	talloc_free(tmp);
+}
+
+/* XENSTORE: recreated at once when the domain exists (its vcpus do not run yet), else
+ * at the end record. */
+static int rx_xs_record(struct stream_rx *r, const uint8_t *p, size_t len)
+{
+	uint8_t *xs = talloc_memdup(r, p, len ? len : 1), *prev = NULL;
+	size_t prev_len = 0;
+
+	if (!xs)
+		return -ENOMEM;
+	if (r->d && r->xs && r->xs_applied) {
+		rx_xs_forget(r, xs, len);
+		prev = r->xs;
+		prev_len = r->xs_len;
+	} else {
+		talloc_free(r->xs);
+	}
+	r->xs = xs;
+	r->xs_len = len;
+	r->xs_applied = false;
+	if (r->d) {
+		rx_xenstore(r, prev, prev_len);
+		r->xs_applied = true;
+	}
+	talloc_free(prev);
+	return 0;
+}
+
+/*
+ * The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
+ * without fds, makes xstored reset the ring it already holds.  Then the guest's watches
+ * are registered again on its (reset) connection: paths under the source domain's home
+ * moved to the new domid's; one already there (EEXIST) is fine.  All of it goes to
+ * xstored as one pipelined batch (xstored serves a connection's requests in order: the
+ * watches come after the reset that would drop them), not a round trip each.  Returns
+ * the INTRODUCE's result; a watch that fails is logged.
+ */
+static int rx_ring_reset(struct stream_rx *r)
+{
+	struct xs_batch_op *ops;
+	uint32_t old = 0, n = 0, i = 0, bad = 0, nops = 1, k, done;
+	size_t off = 8, hl = 0;
+	void *tmp = talloc_new(r);
+	char home[32], dom[16], *intro;
+	int rv = 0, il;
 
 	if (!tmp)
-		return;
-	hl = (size_t)snprintf(home, sizeof(home), "/local/domain/%u", old);
+		return -ENOMEM;
+	if (r->xw) {
+		old = get32(r->xw);
+		n = get32(r->xw + 4);
+		hl = (size_t)snprintf(home, sizeof(home), "/local/domain/%u", old);
+	}
+	snprintf(dom, sizeof(dom), "%u", r->d->domid);
+	ops = talloc_zero_array(tmp, struct xs_batch_op, (size_t)n + 1);
+	intro = talloc_size(tmp, 64);
+	if (!ops || !intro) {
+		talloc_free(tmp);
+		return -ENOMEM;
+	}
+	il = snprintf(intro, 64, "%u%c%llu%c%u", r->d->domid, '\0',
+		      (unsigned long long)r->d->ring_gfn, '\0', 1);
+	ops[0] = (struct xs_batch_op){ .type = XS_INTRODUCE, .payload = intro,
+				       .len = (size_t)il + 1 };
 	for (i = 0; i < n && off + 8 <= r->xw_len; i++) {
 		uint32_t pl = get32(r->xw + off), tl = get32(r->xw + off + 4);
 		const char *ps = (const char *)r->xw + off + 8;
-		char *path, *tok, dom[16];
-		const char *args[4];
-		char *rep;
-		int rv;
+		char *path, *buf;
+		size_t dl = strlen(dom), len;
 
 		if (off + 8 + (size_t)pl + tl > r->xw_len)
 			break;
@@ -1413,30 +1605,45 @@ static void rx_xs_watches(struct stream_rx *r)
 					       (int)(pl - hl), ps + hl);
 		else
 			path = talloc_strndup(tmp, ps, pl);
-		tok = talloc_strndup(tmp, ps + pl, tl);
 		off += 8 + (size_t)pl + tl;
-		if (!path || !tok) {
+		len = sizeof("domain-watch") + dl + 1 + (path ? strlen(path) + 1 : 0) + tl + 1;
+		buf = path ? talloc_size(tmp, len) : NULL;
+		if (!buf) {
 			bad++;
 			continue;
 		}
-		snprintf(dom, sizeof(dom), "%u", r->d->domid);
-		args[0] = "domain-watch";
-		args[1] = dom;
-		args[2] = path;
-		args[3] = tok;
-		rv = xs_client_control(r->a->xs, args, 4, tmp, &rep);
-		if (rv < 0 && rv != -EEXIST) {
+		/* domain-watch \0 domid \0 path \0 token \0 */
+		memcpy(buf, "domain-watch", sizeof("domain-watch"));
+		memcpy(buf + sizeof("domain-watch"), dom, dl + 1);
+		memcpy(buf + sizeof("domain-watch") + dl + 1, path, strlen(path) + 1);
+		memcpy(buf + len - tl - 1, ps + pl, tl);
+		buf[len - 1] = '\0';
+		ops[nops++] = (struct xs_batch_op){ .type = XS_CONTROL, .payload = buf,
+						    .len = len };
+	}
+	for (done = 0; done < nops && rv == 0; done += k) {
+		k = nops - done < XS_BATCH_MAX ? nops - done : XS_BATCH_MAX;
+		rv = xs_client_batch(r->a->xs, ops + done, k, tmp);
+	}
+	if (rv == 0)
+		rv = ops[0].err;
+	for (k = 1; rv == 0 && k < nops; k++) {
+		if (ops[k].err < 0 && ops[k].err != -EEXIST) {
+			const char *pl = (const char *)ops[k].payload + sizeof("domain-watch");
+
+			pl += strlen(pl) + 1;
 			agent_log(r->a, "domain %u: re-registering its watch %s (token %s): %s",
-				  r->d->domid, path, tok, strerror(-rv));
+				  r->d->domid, pl, pl + strlen(pl) + 1, strerror(-ops[k].err));
 			bad++;
 		}
 	}
-	if (i < n)
+	if (rv == 0 && i < n)
 		agent_log(r->a, "domain %u: XS_WATCHES record cut short", r->d->domid);
-	else if (n)
+	else if (rv == 0 && n)
 		agent_log(r->a, "domain %u: %u xenstore watches carried over%s", r->d->domid,
 			  n - bad, bad ? " (some failed)" : "");
 	talloc_free(tmp);
+	return rv;
 }
 
 static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
@@ -1447,7 +1654,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	char *msg = NULL;
 	int rv;
 
-	struct timespec ts[5];
+	struct timespec ts[4];
 	int k;
 
 	if (len != 8 || (!r->verified && get64(p) != r->hash))
@@ -1457,19 +1664,14 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 	if (r->verified && r->unchanged && (rv = r->unchanged(r->unchanged_arg)) < 0)
 		return rx_fail(r, rv, "the file changed while it was being restored");
 	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
-	if (r->xs)
-		rx_xenstore(r);
+	if (r->xs && !r->xs_applied)
+		rx_xenstore(r, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
-	/* The loaded guest asks for a ring reset (as after a soft reset): INTRODUCE again,
-	 * without fds, makes xstored reset the ring it already holds. */
-	rv = xs_client_introduce(r->a->xs, r->d->domid, r->d->ring_gfn, 1, NULL);
+	rv = rx_ring_reset(r);
 	if (rv < 0)
 		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
 			       strerror(-rv));
 	clock_gettime(CLOCK_MONOTONIC, &ts[2]);
-	if (r->xw)
-		rx_xs_watches(r);
-	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
 	if (!r->paused) {
 		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
 		req.unpause = &e;
@@ -1477,18 +1679,18 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		if (rv < 0)
 			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
 	}
-	clock_gettime(CLOCK_MONOTONIC, &ts[4]);
+	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
 	/* its config goes to the domain process once the answer is out (ctl.c) */
 	r->a->save_config_after_reply = r->d->domid;
 	{
-		double ms[4];
+		double ms[3];
 
-		for (k = 0; k < 4; k++)
+		for (k = 0; k < 3; k++)
 			ms[k] = (ts[k + 1].tv_sec - ts[k].tv_sec) * 1e3 +
 				(ts[k + 1].tv_nsec - ts[k].tv_nsec) / 1e6;
 		agent_log(r->a, "domain %u: resumed after the end record in %.1f ms (xenstore "
-			  "nodes %.1f, ring reset %.1f, watches %.1f, unpause %.1f)", r->d->domid,
-			  ms[0] + ms[1] + ms[2] + ms[3], ms[0], ms[1], ms[2], ms[3]);
+			  "nodes %.1f, ring reset and watches %.1f, unpause %.1f)", r->d->domid,
+			  ms[0] + ms[1] + ms[2], ms[0], ms[1], ms[2]);
 	}
 	r->done = true;
 	return 0;
@@ -1526,10 +1728,7 @@ static int rx_record(struct stream_rx *r, uint32_t type, const uint8_t *p, size_
 		r->xw_len = len;
 		return r->xw ? 0 : -ENOMEM;
 	case REC_XENSTORE:
-		talloc_free(r->xs);
-		r->xs = talloc_memdup(r, p, len ? len : 1);
-		r->xs_len = len;
-		return r->xs ? 0 : -ENOMEM;
+		return rx_xs_record(r, p, len);
 	default:
 		return rx_fail(r, -EINVAL, "unknown record type %u", type);
 	}
@@ -1617,6 +1816,11 @@ void stream_rx_verified(struct stream_rx *r, int (*unchanged)(void *arg), void *
 	r->verified = true;
 	r->unchanged = unchanged;
 	r->unchanged_arg = arg;
+}
+
+double stream_rx_state_ms(const struct stream_rx *r)
+{
+	return r->state_ms;
 }
 
 bool stream_rx_done(const struct stream_rx *r)

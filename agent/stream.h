@@ -77,9 +77,17 @@ int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx);
  * go as ZERO records (gfns only). */
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,
 		    size_t bitmap_len, bool resend, char **msg, void *ctx);
+/* The guest's xenstore subtree (/local/domain/<domid>, values and permissions) as a
+ * XENSTORE record, read inside transaction tx (0: none; a migration reads it before the
+ * pause in a transaction whose commit tells whether it changed since); its watches as
+ * an XS_WATCHES record; stream_tx_xenstore: both, outside any transaction. */
+int stream_tx_xs_subtree(struct stream_tx *t, struct adom *d, uint32_t tx);
+int stream_tx_xs_watches(struct stream_tx *t, struct adom *d);
 int stream_tx_xenstore(struct stream_tx *t, struct adom *d);
 /* state_save of a paused d. */
 int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx);
+/* A STATE record from a state the caller has (a migration's stop_copy reply). */
+int stream_tx_state_blob(struct stream_tx *t, const Xstdom__StateBlob *sb);
 /* END record and flush. */
 int stream_tx_end(struct stream_tx *t);
 
@@ -92,6 +100,8 @@ int stream_rx_new(struct agent *a, void *ctx, bool paused, struct stream_rx **ou
 /* Feed bytes; on error the message is set (on rx) and the domain is destroyed. */
 int stream_rx_feed(struct stream_rx *r, const uint8_t *buf, size_t len);
 bool stream_rx_done(const struct stream_rx *r);
+/* How long loading the vm state took (ms; 0 before the STATE record). */
+double stream_rx_state_ms(const struct stream_rx *r);
 const char *stream_rx_error(const struct stream_rx *r);
 /* The restored domain (after done), or NULL. */
 struct adom *stream_rx_domain(const struct stream_rx *r);

@@ -895,6 +895,31 @@ static int h_state_save(struct call *c)
 	return 0;
 }
 
+/* Pause, dirty fetch and state save in one reply: the calls a migration's stop makes,
+ * without two round trips while the guest is paused. */
+static int h_stop_copy(struct call *c)
+{
+	Xstdom__StopCopy *sc = talloc_zero(c->ctx, Xstdom__StopCopy);
+	int ret;
+
+	if (!sc)
+		return -ENOMEM;
+	xstdom__stop_copy__init(sc);
+	ret = h_pause(c);
+	if (ret == 0)
+		ret = h_dirty_fetch(c);
+	if (ret < 0)
+		return ret;
+	sc->dirty = c->rep->dirty;
+	ret = h_state_save(c);
+	if (ret < 0)
+		return ret;
+	sc->state = c->rep->state;
+	c->rep->body_case = XSTDOM__REPLY__BODY_STOP_COPY;
+	c->rep->stop_copy = sc;
+	return 0;
+}
+
 static int h_state_load(struct call *c)
 {
 	struct dom *d = c->d;
@@ -978,6 +1003,7 @@ static const struct {
 	[XSTDOM__REQUEST__BODY_SET_TOOLSTACK] = {"set_toolstack", h_set_toolstack, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_CPU_FEATURES] = {"cpu_features", h_cpu_features, NEEDS_VM},
 	[XSTDOM__REQUEST__BODY_CPU_CHECK] = {"cpu_check", h_cpu_check, NEEDS_VM},
+	[XSTDOM__REQUEST__BODY_STOP_COPY] = {"stop_copy", h_stop_copy, NEEDS_VM},
 };
 
 static void dispatch(struct call *c)

@@ -6,6 +6,9 @@
  *   xs=1          talk to xenstore: read name, write data/status, obey control/shutdown
  *   xs_gfn=N      xenstore ring page frame (the host appends it; default 0xfe)
  *   ticks=N       power off after N counter lines (default 0 = never)
+ *   beat=MS       print a "." line every MS ms of guest time (default 0 = never): a
+ *                 heartbeat whose arrival times on the host show every pause the guest
+ *                 went through (tests/bench/run-migrate's guest-observed downtime)
  * Each working-set page carries content whose checksum is kept in a table; every page is
  * verified before it is rewritten and all pages on every tick, so a lost or stale page
  * (after a restore or migration) is reported: "CHECKSUM-ERROR page N".
@@ -15,9 +18,9 @@
 extern char _end[];
 
 static struct {
-	uint64_t tick_ms, dirty_bytes, rate, xs_gfn, ticks;
+	uint64_t tick_ms, dirty_bytes, rate, xs_gfn, ticks, beat_ms;
 	int xs;
-} opt = { 1000, 0, 0, XS_DEFAULT_GFN, 0, 0 };
+} opt = { 1000, 0, 0, XS_DEFAULT_GFN, 0, 0, 0 };
 
 /* Kept in guest memory, so they survive save/restore like everything else. */
 static uint64_t counter, errors, dirtied, seed = 0x9e3779b97f4a7c15ull;
@@ -149,6 +152,8 @@ static void parse_cmdline(const char *p)
 			opt.xs_gfn = parse_num(v, &p);
 		else if (key_is(p, "ticks", &v))
 			opt.ticks = parse_num(v, &p);
+		else if (key_is(p, "beat", &v))
+			opt.beat_ms = parse_num(v, &p);
 		while (*p && *p != ' ')
 			p++;
 	}
@@ -261,6 +266,18 @@ static void xs_check_shutdown(void)
 	poweroff(reason);
 }
 
+static uint64_t next_beat;
+
+static void beat(void)
+{
+	uint64_t now;
+
+	if (!opt.beat_ms || (now = now_ns()) < next_beat)
+		return;
+	con_puts(".\n");
+	next_beat = now + opt.beat_ms * 1000000; /* no burst after a pause */
+}
+
 void user_main(struct hvm_start_info *si)
 {
 	con_puts("xstguest: boot\n");
@@ -280,13 +297,16 @@ void user_main(struct hvm_start_info *si)
 
 	uint64_t t0 = now_ns(), next_tick = t0 + opt.tick_ms * 1000000, rate_base = t0;
 	uint64_t rate_done = 0, next = 0;
+	next_beat = t0;
 	for (;;) {
 		uint64_t now = now_ns();
+		beat();
 		if (opt.rate && npages) {
 			uint64_t want = (now - rate_base) / 1000 * opt.rate / 1000000;
 			if (want > rate_done + opt.rate) /* after a pause: no catch-up burst */
 				rate_done = want - opt.rate / 10;
 			while (rate_done < want) {
+				beat(); /* a long catch-up is progress too */
 				page_check(next);
 				page_fill(next);
 				dirtied++;
@@ -295,8 +315,11 @@ void user_main(struct hvm_start_info *si)
 			}
 		}
 		if (opt.tick_ms && now >= next_tick) {
-			for (uint64_t i = 0; i < npages; i++)
+			for (uint64_t i = 0; i < npages; i++) {
+				if (i % 256 == 0)
+					beat();
 				page_check(i);
+			}
 			counter++;
 			con_puts("COUNTER ");
 			con_putu(counter);
@@ -322,6 +345,8 @@ void user_main(struct hvm_start_info *si)
 		uint64_t wake = opt.tick_ms ? next_tick : now + 1000000000;
 		if (opt.rate && npages && wake > now + 1000000)
 			wake = now + 1000000;
+		if (opt.beat_ms && wake > next_beat)
+			wake = next_beat;
 		if (opt.xs && !xs_up && wake > xs_retry)
 			wake = xs_retry;
 		if (wake > now)
