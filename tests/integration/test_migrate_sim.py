@@ -70,7 +70,7 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     # one more watch of the guest's, absolute under its home
     xa = SockConn(a.socket)
     wait_for(lambda: xa.call("CONTROL", "domain-watches", str(d)) ==
-             b"control/shutdown\0shutdown\0", what="the guest's own watch")
+             b"control/shutdown\0shutdown\0\0", what="the guest's own watch")
     assert xa.call("CONTROL", "domain-watch", str(d), "/local/domain/%d/data" % d,
                    "abs") == b"OK\0"
     xa.close()
@@ -89,7 +89,7 @@ def test_live_migration_two_hosts(lab2, tmp_path):
     assert b.log_has("domain %d: 2 xenstore watches carried over" % d2)
     xb = SockConn(b.socket)
     assert xb.call("CONTROL", "domain-watches", str(d2)) == \
-        b"control/shutdown\0shutdown\0/local/domain/%d/data\0abs\0" % d2
+        b"control/shutdown\0shutdown\0/local/domain/%d/data\0abs\0\0" % d2
     xb.close()
     wait_for(lambda: len(ticks(b.console_log(d2))) >= 3, what="ticks on the destination")
     log = b.console_log(d2)
