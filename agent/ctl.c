@@ -1048,6 +1048,11 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 	rv = xst_rpc_reply_msg(srv, &rep.base);
 	if (rv < 0)
 		agent_log(a, "reply: %s", strerror(-rv));
+	if (a->spare_after_reply) {
+		/* the next spare, now that the create's reply is out */
+		a->spare_after_reply = false;
+		spare_start(a);
+	}
 	if (a->save_config_after_reply) {
 		struct adom *d = adom_by_id(a, a->save_config_after_reply);
 

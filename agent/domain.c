@@ -144,10 +144,17 @@ static void remove_files(struct agent *a, uint32_t domid)
  * "xst-domain[pid]: " prefix; NULL if there is none. */
 static char *dom_log_last_line(void *ctx, struct agent *a, uint32_t domid)
 {
-	char path[4096], buf[512], *line = NULL, *p;
-	FILE *f;
+	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/dom-%u.log", a->rundir, domid);
+	return dom_log_last_line_at(ctx, path);
+}
+
+char *dom_log_last_line_at(void *ctx, const char *path)
+{
+	char buf[512], *line = NULL, *p;
+	FILE *f;
+
 	f = fopen(path, "re");
 	if (!f)
 		return NULL;
@@ -343,15 +350,16 @@ int adom_save_config(struct adom *d)
 	return rv;
 }
 
-static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t *pid, int *handoff)
+int domain_spawn(struct agent *a, uint32_t domid, uint64_t spare_mib, const char *core,
+		 pid_t *pid, int *handoff)
 {
 	posix_spawn_file_actions_t fa;
-	char domid_s[16], *log;
+	char domid_s[24], *log;
 	int sv[2], child, rv;
 	char *argv[] = {(char *)a->domain_bin,
 			"--rundir",
 			(char *)a->rundir,
-			"--domid",
+			domid ? "--domid" : "--spare",
 			domid_s,
 			"--core",
 			(char *)core,
@@ -362,8 +370,14 @@ static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t
 			NULL};
 
 	*handoff = -1;
-	snprintf(domid_s, sizeof(domid_s), "%u", domid);
-	log = rpath(a, NULL, domid, "log");
+	if (domid) {
+		snprintf(domid_s, sizeof(domid_s), "%u", domid);
+		log = rpath(a, NULL, domid, "log");
+	} else {
+		/* a spare logs here until it becomes a domain (then dom-<domid>.log) */
+		snprintf(domid_s, sizeof(domid_s), "%llu", (unsigned long long)spare_mib);
+		log = talloc_asprintf(NULL, "%s/spare.log", a->rundir);
+	}
 	if (!log)
 		return -ENOMEM;
 	argv[10] = log;
@@ -398,8 +412,7 @@ static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t
 	return 0;
 }
 
-/* One datagram from the handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
-static int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
+int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
 {
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	union {
@@ -511,7 +524,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	char buf[128], *emsg = NULL;
 	int handoff = -1, fds[3] = {-1, -1, -1}, nfds = 0, rv, i;
 	unsigned long long gfn;
-	bool introduced = false, layout = false;
+	bool introduced = false, layout = false, spare = false;
 	uint8_t *blob;
 	size_t blen;
 	uint32_t domid;
@@ -567,7 +580,13 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	core = strcmp(cfg->core, "auto") == 0 ? a->core : cfg->core;
 
 	tm[0] = mono_now();
-	rv = spawn_domain(a, domid, core, &d->pid, &handoff);
+	/* A warm spare process of this size if there is one (spare.c), else a cold start. */
+	spare = spare_take(a, d, core, cfg->maxmem_mib, &handoff) == 0;
+	if (spare) {
+		tm[1] = tm[2] = mono_now();
+		goto connected;
+	}
+	rv = domain_spawn(a, domid, 0, core, &d->pid, &handoff);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "cannot start %s: %s", a->domain_bin, strerror(-rv));
 		goto fail;
@@ -593,6 +612,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		goto fail;
 	}
 	tm[2] = mono_now();
+connected:
 	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
 	if (rv < 0)
 		goto fail;
@@ -643,10 +663,18 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		close(fds[i]);
 	close(handoff);
 	tm[4] = mono_now();
-	agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s (%.1f ms: process up "
-		  "%.1f, connected %.1f, vm created %.1f, xenstore %.1f)", domid, d->name,
-		  d->uuid_str, core, (int)d->pid, paused ? ", paused" : "", tm[4] - tm[0],
-		  tm[1] - tm[0], tm[2] - tm[1], tm[3] - tm[2], tm[4] - tm[3]);
+	if (spare)
+		agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s, from the spare "
+			  "(%.1f ms: spare taken %.1f, vm created %.1f, xenstore %.1f)", domid,
+			  d->name, d->uuid_str, core, (int)d->pid, paused ? ", paused" : "",
+			  tm[4] - tm[0], tm[1] - tm[0], tm[3] - tm[2], tm[4] - tm[3]);
+	else
+		agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s (%.1f ms: "
+			  "process up %.1f, connected %.1f, vm created %.1f, xenstore %.1f)",
+			  domid, d->name, d->uuid_str, core, (int)d->pid,
+			  paused ? ", paused" : "", tm[4] - tm[0], tm[1] - tm[0], tm[2] - tm[1],
+			  tm[3] - tm[2], tm[4] - tm[3]);
+	spare_note_create(a, core, cfg->maxmem_mib);
 	*out = d;
 	return 0;
 fail:
@@ -655,13 +683,15 @@ fail:
 	if (handoff >= 0)
 		close(handoff);
 	kill_domain_process(d);
+	if (spare)
+		spare_files_gone(a, d->pid); /* if it died before renaming them */
 	if (introduced)
 		xs_client_release(a->xs, domid);
 	if (layout)
 		layout_remove(a, domid, d->uuid_str);
 	if (!emsg)
 		emsg = talloc_asprintf(ctx, "creating domain %u: %s", domid, strerror(-rv));
-	agent_log(a, "create %s failed: %s", cfg->name, emsg);
+	agent_log(a, "create %s failed%s: %s", cfg->name, spare ? " (on the spare)" : "", emsg);
 	*msg = emsg;
 	talloc_free(d);
 	return rv < 0 ? rv : -EIO;
@@ -1055,6 +1085,7 @@ void agent_supervise(struct agent *a)
 		for (d = a->doms; d; d = d->next)
 			if (d->pid == pid)
 				d->our_child = false; /* reaped: kill(pid, 0) now fails */
+		spare_reaped(a, pid);
 	}
 	tick++;
 	for (d = a->doms; d; d = next) {

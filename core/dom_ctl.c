@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -250,14 +251,37 @@ static int h_create(struct call *c)
 		return fail(c, -EEXIST, "domain already created");
 	if (!cr->config)
 		return fail(c, -EINVAL, "create without config");
+	if (d->spare) {
+		ret = dom_take(d, cr->config->domid, c->msg, sizeof(c->msg));
+		if (ret < 0)
+			return ret;
+	}
 	ret = config_from_pb(d, cr->config, c->msg, sizeof(c->msg));
 	if (ret < 0)
 		return ret;
 	if (cr->has_restoring && cr->restoring)
 		d->cfg.start_paused = true;
-	ret = xst_vm_create(d->hv, &d->cfg, &vm);
-	if (ret < 0)
-		return fail(c, ret, "%s: vm_create: %s", xst_hv_name(d->hv), strerror(-ret));
+	vm = NULL;
+	if (d->spare_vm && d->cfg.mem_max_kib == d->spare_vm->prepared_kib) {
+		/* a spare's vm: only the kernel is left to load */
+		vm = d->spare_vm;
+		d->spare_vm = NULL;
+		ret = xst_vm_create_prepared(vm, &d->cfg);
+		if (ret < 0) {
+			talloc_free(vm);
+			vm = NULL;
+			return fail(c, ret, "%s: vm_create: %s", xst_hv_name(d->hv),
+				    strerror(-ret));
+		}
+	} else {
+		/* no spare vm, or of another size: it goes, a new one is made */
+		talloc_free(d->spare_vm);
+		d->spare_vm = NULL;
+		ret = xst_vm_create(d->hv, &d->cfg, &vm);
+		if (ret < 0)
+			return fail(c, ret, "%s: vm_create: %s", xst_hv_name(d->hv),
+				    strerror(-ret));
+	}
 	__atomic_store_n(&d->vm, vm, __ATOMIC_RELEASE);
 	xst_vm_console_attach(vm, console_output, d->con);
 	ret = xst_vm_sched_set(vm, d->sched_weight, d->sched_cap);
@@ -1022,6 +1046,18 @@ int dom_serve(struct dom *d)
 				       &xstdom__request__descriptor, c.ctx, &msg);
 		if (ret == -ETIMEDOUT) {
 			talloc_free(c.ctx);
+			if (d->spare) {
+				/* A spare waits as long as the agent that made it lives: its
+				 * end of the handoff socket closes when the agent goes. */
+				struct pollfd pfd = {.fd = d->handoff_fd, .events = POLLIN};
+
+				if (poll(&pfd, 1, 0) > 0 &&
+				    (pfd.revents & (POLLHUP | POLLERR | POLLIN))) {
+					dom_log("spare: the agent is gone: exiting");
+					return 0;
+				}
+				continue;
+			}
 			if (d->state == DOM_CREATED && dom_realtime_ns() > deadline) {
 				dom_log("no create request within %d s: exiting",
 					CREATE_TIMEOUT_MS / 1000);
