@@ -181,8 +181,9 @@ int domain_spawn(struct agent *a, uint32_t domid, uint64_t spare_mib, const char
 		 pid_t *pid, int *handoff);
 /* One datagram from a handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
 int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds);
-/* The last line a domain process logged in `path` (its reason for dying), or NULL. */
-char *dom_log_last_line_at(void *ctx, const char *path);
+/* The last line a domain process (pid; 0: any) logged in `path` (its reason for
+ * dying), without its "xst-domain[pid]: " prefix, or NULL. */
+char *dom_log_last_line_at(void *ctx, const char *path, pid_t pid);
 
 /* spare.c: a warm xst-domain (kvm core loaded, vm of spare_mib prepared).  Never a
  * domain: not listed, nothing in xenstore, no domid until taken. */

@@ -911,6 +911,15 @@ static int h_debug_keys(struct call *c)
 		s = talloc_asprintf_append(s, "  cpupool %u %s sched %s cpus %s\n", p->id, p->name,
 					   p->sched, cpus ? cpus : "?");
 	}
+	if (s && a->spare)
+		s = talloc_asprintf_append(s, "  spare pid %d, %llu MiB, %s\n", (int)a->spare->pid,
+					   (unsigned long long)a->spare->mib,
+					   a->spare->ready ? "ready" : "starting");
+	else if (s)
+		s = talloc_asprintf_append(s, "  spare: none (%s, %llu MiB wanted, %u failures)\n",
+					   a->spare_cfg == AGENT_SPARE_AUTO ? "auto"
+					   : a->spare_cfg ? "fixed" : "off",
+					   (unsigned long long)a->spare_mib, a->spare_failures);
 	if (!s)
 		return -ENOMEM;
 	agent_log(a, "debug-keys: state dump follows\n%s", s);

@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -147,20 +149,22 @@ static char *dom_log_last_line(void *ctx, struct agent *a, uint32_t domid)
 	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/dom-%u.log", a->rundir, domid);
-	return dom_log_last_line_at(ctx, path);
+	return dom_log_last_line_at(ctx, path, 0);
 }
 
-char *dom_log_last_line_at(void *ctx, const char *path)
+char *dom_log_last_line_at(void *ctx, const char *path, pid_t pid)
 {
-	char buf[512], *line = NULL, *p;
+	char buf[512], prefix[40], *line = NULL, *p;
 	FILE *f;
+
+	snprintf(prefix, sizeof(prefix), "xst-domain[%d]: ", (int)pid);
 
 	f = fopen(path, "re");
 	if (!f)
 		return NULL;
 	while (fgets(buf, sizeof(buf), f)) {
 		buf[strcspn(buf, "\n")] = '\0';
-		if (!buf[0])
+		if (!buf[0] || (pid > 0 && strncmp(buf, prefix, strlen(prefix)) != 0))
 			continue;
 		p = strstr(buf, "]: ");
 		p = p && !strncmp(buf, "xst-domain[", 11) ? p + 3 : buf;
@@ -511,6 +515,89 @@ static double mono_now(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/*
+ * `create` to a domain process taken from the spare, watching the process meanwhile: a
+ * spare killed just before it was taken (still exiting when spare_take looked) would
+ * leave the call waiting for AGENT_CREATE_MS.  -ESRCH when no answer came (the process
+ * is gone, the connection reset, ...: the caller starts cold); else as adom_call.
+ */
+static int spare_create_call(struct adom *d, Xstdom__Request *req, void *ctx, Xstdom__Reply **rep,
+			     char **msg)
+{
+	struct xst_rpc_async *as = NULL;
+	struct pollfd pfd[2];
+	ProtobufCMessage *m;
+	uint8_t *buf, *rbuf;
+	size_t len, rlen;
+	int pidfd, efd = -1, rv;
+
+	*rep = NULL;
+	pidfd = pidfd_open(d->pid, 0);
+	if (pidfd < 0) /* an old kernel: an ordinary call */
+		return adom_call(d, req, AGENT_CREATE_MS, ctx, rep, msg);
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	rv = efd < 0 ? -errno : xst_rpc_pack(&req->base, ctx, &buf, &len);
+	if (rv == 0)
+		rv = xst_rpc_async_start(d->rpc, ctx, buf, len, AGENT_CREATE_MS, efd, &as);
+	while (rv == 0 && !xst_rpc_async_done(as)) {
+		pfd[0] = (struct pollfd){.fd = efd, .events = POLLIN};
+		pfd[1] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			rv = -errno;
+		} else if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				rv = -errno;
+		} else if (pfd[1].revents && !xst_rpc_async_done(as)) {
+			rv = -ESRCH;
+		}
+	}
+	if (rv == 0)
+		rv = xst_rpc_async_result(as, ctx, &rbuf, &rlen);
+	if (rv == 0)
+		rv = xst_rpc_unpack(&xstdom__reply__descriptor, rbuf, rlen, ctx, &m);
+	talloc_free(as); /* cancels a call still outstanding */
+	close(pidfd);
+	if (efd >= 0)
+		close(efd);
+	if (rv < 0) {
+		/* No answer (killed: the connection reset, or the process is gone): nothing
+		 * was done for the domain yet, the caller starts it cold. */
+		agent_log(d->a, "domain %u: the spare process %d did not answer create: %s",
+			  d->domid, (int)d->pid, rv == -ESRCH ? "it exited" : strerror(-rv));
+		return -ESRCH;
+	}
+	*rep = (Xstdom__Reply *)m;
+	if ((*rep)->error) {
+		if (msg)
+			*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
+					       (*rep)->message ? (*rep)->message
+							       : strerror(-(*rep)->error));
+		return (*rep)->error < 0 ? (*rep)->error : -EIO;
+	}
+	return 0;
+}
+
+/* The spare taken for d died before it answered: forget it, so d can start cold. */
+static void spare_abandon(struct adom *d, int *handoff)
+{
+	struct agent *a = d->a;
+
+	agent_log(a, "domain %u: starting cold instead", d->domid);
+	if (*handoff >= 0)
+		close(*handoff);
+	*handoff = -1;
+	kill_domain_process(d); /* reaps it; removes dom-D.* if it renamed them */
+	spare_files_gone(a, d->pid);
+	talloc_free(d->rpc);
+	talloc_free(d->sub);
+	d->rpc = d->sub = NULL;
+	d->sub_fd = -1;
+	d->pid = -1;
+	d->our_child = false;
+}
+
 int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused, struct adom **out,
 		char **msg, void *ctx)
 {
@@ -586,6 +673,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		tm[1] = tm[2] = mono_now();
 		goto connected;
 	}
+cold:
 	rv = domain_spawn(a, domid, 0, core, &d->pid, &handoff);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "cannot start %s: %s", a->domain_bin, strerror(-rv));
@@ -622,7 +710,16 @@ connected:
 	cr.config = &vc;
 	req.body_case = XSTDOM__REQUEST__BODY_CREATE;
 	req.create = &cr;
-	rv = adom_call(d, &req, AGENT_CREATE_MS, ctx, &rep, &emsg);
+	if (spare) {
+		rv = spare_create_call(d, &req, ctx, &rep, &emsg);
+		if (rv == -ESRCH) {
+			spare_abandon(d, &handoff);
+			spare = false;
+			goto cold;
+		}
+	} else {
+		rv = adom_call(d, &req, AGENT_CREATE_MS, ctx, &rep, &emsg);
+	}
 	if (rv < 0)
 		goto fail;
 	rv = handoff_recv(handoff, 5000, buf, sizeof(buf), fds, &nfds);

@@ -202,9 +202,11 @@ static int spare_read(struct agent *a, int timeout_ms)
 		char path[4096];
 
 		snprintf(path, sizeof(path), "%s/spare.log", a->rundir);
-		why = rv == -EPIPE ? dom_log_last_line_at(a, path) : NULL;
-		msg = talloc_asprintf(a, "%s%s", rv == -EPIPE ? "exited: " : "",
-				      why ? why : strerror(-rv));
+		why = rv == -EPIPE ? dom_log_last_line_at(a, path, s->pid) : NULL;
+		if (rv == -EPIPE)
+			msg = talloc_asprintf(a, "exited: %s", why ? why : "nothing logged (killed?)");
+		else
+			msg = talloc_asprintf(a, "%s", strerror(-rv));
 		spare_drop(a, msg ? msg : "failed", true);
 		talloc_free(why);
 		talloc_free(msg);
