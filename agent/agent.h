@@ -6,7 +6,8 @@
  * agent owns domid allocation, spawns one xst-domain per domain (domain.c), writes
  * and removes the domain's xenstore layout (layout.c), acts on guest shutdowns with
  * the on_* actions, keeps cpupools and scheduler parameters (pool.c), and serves
- * the CLI protocol proto/agent.proto through one dispatch table (ctl.c).
+ * the CLI protocol proto/agent.proto through one dispatch table (ctl.c).  It keeps one
+ * warm spare domain process for kvm creates (spare.c).
  *
  * Ownership (talloc): struct agent owns the domains, the pools, the xenstore client
  * and the listeners; each struct adom owns its nng sockets, its config and strings.
