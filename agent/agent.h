@@ -6,7 +6,8 @@
  * agent owns domid allocation, spawns one xst-domain per domain (domain.c), writes
  * and removes the domain's xenstore layout (layout.c), acts on guest shutdowns with
  * the on_* actions, keeps cpupools and scheduler parameters (pool.c), and serves
- * the CLI protocol proto/agent.proto through one dispatch table (ctl.c).
+ * the CLI protocol proto/agent.proto through one dispatch table (ctl.c).  It keeps one
+ * warm spare domain process for kvm creates (spare.c).
  *
  * Ownership (talloc): struct agent owns the domains, the pools, the xenstore client
  * and the listeners; each struct adom owns its nng sockets, its config and strings.
@@ -74,6 +75,22 @@ struct adom {
 	size_t info_cache_len;
 };
 
+/* The spare domain process (spare.c, docs/agent.md "Spare domain process"). */
+#define AGENT_SPARE_AUTO (-1)    /* --spare auto: the size of the last kvm domain created */
+#define AGENT_SPARE_FAILURES 3   /* consecutive spare failures before spares pause */
+
+struct spare {
+	pid_t pid;
+	int handoff;               /* our end of its handoff socket */
+	bool ready;                /* its "ready" came: core loaded, vm prepared */
+	bool reaped;               /* waitpid took it (agent_supervise) */
+	char core[16];             /* the core it loaded */
+	uint64_t mib;              /* the RAM size it prepared */
+	struct xst_rpc *rpc, *sub; /* dialed once ready; go to the domain that takes it */
+	int sub_fd;
+	double t_spawn;            /* ms, CLOCK_MONOTONIC */
+};
+
 struct agent {
 	const char *rundir;
 	const char *xenstored;
@@ -106,6 +123,13 @@ struct agent {
 	char *logbuf;            /* the last AGENT_LOG_KEEP bytes of the log, circular */
 	size_t log_head, log_len;
 	volatile int stop;
+	/* spare.c */
+	int64_t spare_cfg;        /* --spare: AGENT_SPARE_AUTO, 0 (off) or MiB */
+	uint64_t spare_mib;       /* the size the next spare prepares; 0: none wanted */
+	struct spare *spare;      /* NULL: none running */
+	unsigned int spare_failures;
+	bool spare_after_reply;   /* start a spare once the current reply went out */
+	bool kvm_usable;          /* /dev/kvm opens (core "auto" would pick kvm) */
 	/* The last AGENT_GONE_KEEP domains destroyed on a guest shutdown, and why. */
 	struct {
 		uint32_t domid;
@@ -151,6 +175,31 @@ void adom_events(struct adom *d);      /* fetch and act on new events */
 void agent_supervise(struct agent *a); /* reap, notice dead domain processes */
 int agent_adopt_all(struct agent *a);
 const char *adom_state_letters(struct adom *d, const Xstdom__Info *info, char buf[8]);
+
+/* Start xst-domain for domain `domid`, or a spare (domid 0) preparing spare_mib MiB;
+ * *handoff: our end of the handoff socket. */
+int domain_spawn(struct agent *a, uint32_t domid, uint64_t spare_mib, const char *core,
+		 pid_t *pid, int *handoff);
+/* One datagram from a handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
+int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds);
+/* The last line a domain process (pid; 0: any) logged in `path` (its reason for
+ * dying), without its "xst-domain[pid]: " prefix, or NULL. */
+char *dom_log_last_line_at(void *ctx, const char *path, pid_t pid);
+
+/* spare.c: a warm xst-domain (kvm core loaded, vm of spare_mib prepared).  Never a
+ * domain: not listed, nothing in xenstore, no domid until taken. */
+int spare_init(struct agent *a);                 /* options read: policy, stale files */
+void spare_start(struct agent *a);               /* one, if wanted and none runs */
+int spare_fd(struct agent *a);                   /* its handoff socket for poll, or -1 */
+void spare_event(struct agent *a);               /* the fd is readable: ready or gone */
+void spare_reaped(struct agent *a, pid_t pid);   /* agent_supervise reaped pid */
+void spare_stop(struct agent *a);                /* agent exit: kill it, remove its files */
+void spare_files_gone(struct agent *a, pid_t pid); /* remove spare-<pid>.* */
+/* Give d the spare if it matches core and mib: d->pid, rpc, sub and *handoff are set
+ * and 0 is returned; -ENOENT when there is none or it does not match (cold start). */
+int spare_take(struct agent *a, struct adom *d, const char *core, uint64_t mib, int *handoff);
+/* A domain of this core and size was created: the auto policy follows its size. */
+void spare_note_create(struct agent *a, const char *core, uint64_t mib);
 
 /* layout.c */
 int layout_write(struct agent *a, struct adom *d);

@@ -911,6 +911,15 @@ static int h_debug_keys(struct call *c)
 		s = talloc_asprintf_append(s, "  cpupool %u %s sched %s cpus %s\n", p->id, p->name,
 					   p->sched, cpus ? cpus : "?");
 	}
+	if (s && a->spare)
+		s = talloc_asprintf_append(s, "  spare pid %d, %llu MiB, %s\n", (int)a->spare->pid,
+					   (unsigned long long)a->spare->mib,
+					   a->spare->ready ? "ready" : "starting");
+	else if (s)
+		s = talloc_asprintf_append(s, "  spare: none (%s, %llu MiB wanted, %u failures)\n",
+					   a->spare_cfg == AGENT_SPARE_AUTO ? "auto"
+					   : a->spare_cfg ? "fixed" : "off",
+					   (unsigned long long)a->spare_mib, a->spare_failures);
 	if (!s)
 		return -ENOMEM;
 	agent_log(a, "debug-keys: state dump follows\n%s", s);
@@ -1048,6 +1057,11 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 	rv = xst_rpc_reply_msg(srv, &rep.base);
 	if (rv < 0)
 		agent_log(a, "reply: %s", strerror(-rv));
+	if (a->spare_after_reply) {
+		/* the next spare, now that the create's reply is out */
+		a->spare_after_reply = false;
+		spare_start(a);
+	}
 	if (a->save_config_after_reply) {
 		struct adom *d = adom_by_id(a, a->save_config_after_reply);
 

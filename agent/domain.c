@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -144,16 +146,25 @@ static void remove_files(struct agent *a, uint32_t domid)
  * "xst-domain[pid]: " prefix; NULL if there is none. */
 static char *dom_log_last_line(void *ctx, struct agent *a, uint32_t domid)
 {
-	char path[4096], buf[512], *line = NULL, *p;
-	FILE *f;
+	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/dom-%u.log", a->rundir, domid);
+	return dom_log_last_line_at(ctx, path, 0);
+}
+
+char *dom_log_last_line_at(void *ctx, const char *path, pid_t pid)
+{
+	char buf[512], prefix[40], *line = NULL, *p;
+	FILE *f;
+
+	snprintf(prefix, sizeof(prefix), "xst-domain[%d]: ", (int)pid);
+
 	f = fopen(path, "re");
 	if (!f)
 		return NULL;
 	while (fgets(buf, sizeof(buf), f)) {
 		buf[strcspn(buf, "\n")] = '\0';
-		if (!buf[0])
+		if (!buf[0] || (pid > 0 && strncmp(buf, prefix, strlen(prefix)) != 0))
 			continue;
 		p = strstr(buf, "]: ");
 		p = p && !strncmp(buf, "xst-domain[", 11) ? p + 3 : buf;
@@ -343,15 +354,16 @@ int adom_save_config(struct adom *d)
 	return rv;
 }
 
-static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t *pid, int *handoff)
+int domain_spawn(struct agent *a, uint32_t domid, uint64_t spare_mib, const char *core,
+		 pid_t *pid, int *handoff)
 {
 	posix_spawn_file_actions_t fa;
-	char domid_s[16], *log;
+	char domid_s[24], *log;
 	int sv[2], child, rv;
 	char *argv[] = {(char *)a->domain_bin,
 			"--rundir",
 			(char *)a->rundir,
-			"--domid",
+			domid ? "--domid" : "--spare",
 			domid_s,
 			"--core",
 			(char *)core,
@@ -362,8 +374,14 @@ static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t
 			NULL};
 
 	*handoff = -1;
-	snprintf(domid_s, sizeof(domid_s), "%u", domid);
-	log = rpath(a, NULL, domid, "log");
+	if (domid) {
+		snprintf(domid_s, sizeof(domid_s), "%u", domid);
+		log = rpath(a, NULL, domid, "log");
+	} else {
+		/* a spare logs here until it becomes a domain (then dom-<domid>.log) */
+		snprintf(domid_s, sizeof(domid_s), "%llu", (unsigned long long)spare_mib);
+		log = talloc_asprintf(NULL, "%s/spare.log", a->rundir);
+	}
 	if (!log)
 		return -ENOMEM;
 	argv[10] = log;
@@ -398,8 +416,7 @@ static int spawn_domain(struct agent *a, uint32_t domid, const char *core, pid_t
 	return 0;
 }
 
-/* One datagram from the handoff socket, with up to 3 fds.  -ETIMEDOUT, -EPIPE (EOF). */
-static int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
+int handoff_recv(int fd, int timeout_ms, char *buf, size_t len, int fds[3], int *nfds)
 {
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	union {
@@ -498,6 +515,89 @@ static double mono_now(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/*
+ * `create` to a domain process taken from the spare, watching the process meanwhile: a
+ * spare killed just before it was taken (still exiting when spare_take looked) would
+ * leave the call waiting for AGENT_CREATE_MS.  -ESRCH when no answer came (the process
+ * is gone, the connection reset, ...: the caller starts cold); else as adom_call.
+ */
+static int spare_create_call(struct adom *d, Xstdom__Request *req, void *ctx, Xstdom__Reply **rep,
+			     char **msg)
+{
+	struct xst_rpc_async *as = NULL;
+	struct pollfd pfd[2];
+	ProtobufCMessage *m;
+	uint8_t *buf, *rbuf;
+	size_t len, rlen;
+	int pidfd, efd = -1, rv;
+
+	*rep = NULL;
+	pidfd = pidfd_open(d->pid, 0);
+	if (pidfd < 0) /* an old kernel: an ordinary call */
+		return adom_call(d, req, AGENT_CREATE_MS, ctx, rep, msg);
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	rv = efd < 0 ? -errno : xst_rpc_pack(&req->base, ctx, &buf, &len);
+	if (rv == 0)
+		rv = xst_rpc_async_start(d->rpc, ctx, buf, len, AGENT_CREATE_MS, efd, &as);
+	while (rv == 0 && !xst_rpc_async_done(as)) {
+		pfd[0] = (struct pollfd){.fd = efd, .events = POLLIN};
+		pfd[1] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			rv = -errno;
+		} else if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				rv = -errno;
+		} else if (pfd[1].revents && !xst_rpc_async_done(as)) {
+			rv = -ESRCH;
+		}
+	}
+	if (rv == 0)
+		rv = xst_rpc_async_result(as, ctx, &rbuf, &rlen);
+	if (rv == 0)
+		rv = xst_rpc_unpack(&xstdom__reply__descriptor, rbuf, rlen, ctx, &m);
+	talloc_free(as); /* cancels a call still outstanding */
+	close(pidfd);
+	if (efd >= 0)
+		close(efd);
+	if (rv < 0) {
+		/* No answer (killed: the connection reset, or the process is gone): nothing
+		 * was done for the domain yet, the caller starts it cold. */
+		agent_log(d->a, "domain %u: the spare process %d did not answer create: %s",
+			  d->domid, (int)d->pid, rv == -ESRCH ? "it exited" : strerror(-rv));
+		return -ESRCH;
+	}
+	*rep = (Xstdom__Reply *)m;
+	if ((*rep)->error) {
+		if (msg)
+			*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
+					       (*rep)->message ? (*rep)->message
+							       : strerror(-(*rep)->error));
+		return (*rep)->error < 0 ? (*rep)->error : -EIO;
+	}
+	return 0;
+}
+
+/* The spare taken for d died before it answered: forget it, so d can start cold. */
+static void spare_abandon(struct adom *d, int *handoff)
+{
+	struct agent *a = d->a;
+
+	agent_log(a, "domain %u: starting cold instead", d->domid);
+	if (*handoff >= 0)
+		close(*handoff);
+	*handoff = -1;
+	kill_domain_process(d); /* reaps it; removes dom-D.* if it renamed them */
+	spare_files_gone(a, d->pid);
+	talloc_free(d->rpc);
+	talloc_free(d->sub);
+	d->rpc = d->sub = NULL;
+	d->sub_fd = -1;
+	d->pid = -1;
+	d->our_child = false;
+}
+
 int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused, struct adom **out,
 		char **msg, void *ctx)
 {
@@ -511,7 +611,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	char buf[128], *emsg = NULL;
 	int handoff = -1, fds[3] = {-1, -1, -1}, nfds = 0, rv, i;
 	unsigned long long gfn;
-	bool introduced = false, layout = false;
+	bool introduced = false, layout = false, spare = false;
 	uint8_t *blob;
 	size_t blen;
 	uint32_t domid;
@@ -567,7 +667,14 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	core = strcmp(cfg->core, "auto") == 0 ? a->core : cfg->core;
 
 	tm[0] = mono_now();
-	rv = spawn_domain(a, domid, core, &d->pid, &handoff);
+	/* A warm spare process of this size if there is one (spare.c), else a cold start. */
+	spare = spare_take(a, d, core, cfg->maxmem_mib, &handoff) == 0;
+	if (spare) {
+		tm[1] = tm[2] = mono_now();
+		goto connected;
+	}
+cold:
+	rv = domain_spawn(a, domid, 0, core, &d->pid, &handoff);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "cannot start %s: %s", a->domain_bin, strerror(-rv));
 		goto fail;
@@ -593,6 +700,7 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		goto fail;
 	}
 	tm[2] = mono_now();
+connected:
 	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
 	if (rv < 0)
 		goto fail;
@@ -602,7 +710,16 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 	cr.config = &vc;
 	req.body_case = XSTDOM__REQUEST__BODY_CREATE;
 	req.create = &cr;
-	rv = adom_call(d, &req, AGENT_CREATE_MS, ctx, &rep, &emsg);
+	if (spare) {
+		rv = spare_create_call(d, &req, ctx, &rep, &emsg);
+		if (rv == -ESRCH) {
+			spare_abandon(d, &handoff);
+			spare = false;
+			goto cold;
+		}
+	} else {
+		rv = adom_call(d, &req, AGENT_CREATE_MS, ctx, &rep, &emsg);
+	}
 	if (rv < 0)
 		goto fail;
 	rv = handoff_recv(handoff, 5000, buf, sizeof(buf), fds, &nfds);
@@ -643,10 +760,18 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
 		close(fds[i]);
 	close(handoff);
 	tm[4] = mono_now();
-	agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s (%.1f ms: process up "
-		  "%.1f, connected %.1f, vm created %.1f, xenstore %.1f)", domid, d->name,
-		  d->uuid_str, core, (int)d->pid, paused ? ", paused" : "", tm[4] - tm[0],
-		  tm[1] - tm[0], tm[2] - tm[1], tm[3] - tm[2], tm[4] - tm[3]);
+	if (spare)
+		agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s, from the spare "
+			  "(%.1f ms: spare taken %.1f, vm created %.1f, xenstore %.1f)", domid,
+			  d->name, d->uuid_str, core, (int)d->pid, paused ? ", paused" : "",
+			  tm[4] - tm[0], tm[1] - tm[0], tm[3] - tm[2], tm[4] - tm[3]);
+	else
+		agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s (%.1f ms: "
+			  "process up %.1f, connected %.1f, vm created %.1f, xenstore %.1f)",
+			  domid, d->name, d->uuid_str, core, (int)d->pid,
+			  paused ? ", paused" : "", tm[4] - tm[0], tm[1] - tm[0], tm[2] - tm[1],
+			  tm[3] - tm[2], tm[4] - tm[3]);
+	spare_note_create(a, core, cfg->maxmem_mib);
 	*out = d;
 	return 0;
 fail:
@@ -655,13 +780,15 @@ fail:
 	if (handoff >= 0)
 		close(handoff);
 	kill_domain_process(d);
+	if (spare)
+		spare_files_gone(a, d->pid); /* if it died before renaming them */
 	if (introduced)
 		xs_client_release(a->xs, domid);
 	if (layout)
 		layout_remove(a, domid, d->uuid_str);
 	if (!emsg)
 		emsg = talloc_asprintf(ctx, "creating domain %u: %s", domid, strerror(-rv));
-	agent_log(a, "create %s failed: %s", cfg->name, emsg);
+	agent_log(a, "create %s failed%s: %s", cfg->name, spare ? " (on the spare)" : "", emsg);
 	*msg = emsg;
 	talloc_free(d);
 	return rv < 0 ? rv : -EIO;
@@ -1055,6 +1182,7 @@ void agent_supervise(struct agent *a)
 		for (d = a->doms; d; d = d->next)
 			if (d->pid == pid)
 				d->our_child = false; /* reaped: kill(pid, 0) now fails */
+		spare_reaped(a, pid);
 	}
 	tick++;
 	for (d = a->doms; d; d = next) {

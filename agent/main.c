@@ -31,7 +31,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: xst-agent [--rundir DIR] [--xenstored SOCKET] [--listen URL]...\n"
 		   "                 [--core auto|sim|kvm] [--log FILE] [--dump-dir DIR]\n"
-		   "                 [--cpuid-mask FEATURE,...] [-N|--no-fork]\n");
+		   "                 [--cpuid-mask FEATURE,...] [--spare auto|off|MIB]\n"
+		   "                 [-N|--no-fork]\n");
 }
 
 /* <dir of this executable>/../core/xst-domain, unless $XST_DOMAIN names one. */
@@ -106,10 +107,10 @@ static void loop(struct agent *a)
 		uint32_t *ids;
 		struct adom *d;
 		uint64_t now;
-		int timeout, rv;
+		int timeout, rv, spare;
 		void *tmp = talloc_new(a);
 
-		pfd = talloc_array(tmp, struct pollfd, a->nsrv + a->ndoms + 1);
+		pfd = talloc_array(tmp, struct pollfd, a->nsrv + a->ndoms + 2);
 		ids = talloc_array(tmp, uint32_t, a->ndoms + 1);
 		if (!tmp || !pfd || !ids) {
 			talloc_free(tmp);
@@ -127,12 +128,18 @@ static void loop(struct agent *a)
 			pfd[n].fd = d->sub_fd;
 			pfd[n++].events = POLLIN;
 		}
+		spare = spare_fd(a);
+		pfd[n].fd = spare; /* poll ignores -1 */
+		pfd[n++].events = POLLIN;
 		now = mono_ms();
 		timeout = next_tick > now ? (int)(next_tick - now) : 0;
 		rv = poll(pfd, n, timeout);
 		if (rv < 0 && errno != EINTR)
 			agent_log(a, "poll: %s", strerror(errno));
 		if (rv > 0) {
+			/* First: a spare that died must not be taken by a create below. */
+			if (pfd[n - 1].revents && spare_fd(a) == spare)
+				spare_event(a);
 			for (i = 0; i < a->nsrv; i++)
 				if (pfd[i].revents)
 					ctl_serve(a, a->srv[i]);
@@ -153,6 +160,7 @@ static void loop(struct agent *a)
 		}
 		if (mono_ms() >= next_tick) {
 			agent_supervise(a);
+			spare_start(a); /* after a failure: one try a tick */
 			next_tick = mono_ms() + 1000;
 		}
 		talloc_free(tmp);
@@ -167,6 +175,7 @@ int main(int argc, char **argv)
 	    {"log", required_argument, NULL, 'L'},    {"no-fork", no_argument, NULL, 'N'},
 	    {"dump-dir", required_argument, NULL, 'D'},
 	    {"cpuid-mask", required_argument, NULL, 'M'},
+	    {"spare", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	struct agent *a;
@@ -184,6 +193,7 @@ int main(int argc, char **argv)
 	a->core = "auto";
 	a->dump_dir = "/var/lib/xen/dump";
 	a->log_fd = STDERR_FILENO;
+	a->spare_cfg = AGENT_SPARE_AUTO;
 	while ((opt = getopt_long(argc, argv, "Nh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r':
@@ -222,6 +232,27 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			break;
+		case 'S': {
+			char *end;
+			long long v;
+
+			if (strcmp(optarg, "auto") == 0) {
+				a->spare_cfg = AGENT_SPARE_AUTO;
+				break;
+			}
+			if (strcmp(optarg, "off") == 0) {
+				a->spare_cfg = 0;
+				break;
+			}
+			v = strtoll(optarg, &end, 10);
+			if (*end || v < 0 || v > (1LL << 20)) {
+				fprintf(stderr, "xst-agent: --spare: auto, off or MiB (0..1048576), "
+						"not \"%s\"\n", optarg);
+				return 2;
+			}
+			a->spare_cfg = v;
+			break;
+		}
 		case 'N':
 			a->no_fork = true;
 			break;
@@ -299,9 +330,20 @@ int main(int argc, char **argv)
 	rv = agent_adopt_all(a);
 	if (rv < 0)
 		agent_log(a, "re-adoption: %s", strerror(-rv));
+	rv = spare_init(a);
+	if (rv < 0)
+		agent_log(a, "spare: %s", strerror(-rv));
+	if (a->spare_cfg == AGENT_SPARE_AUTO)
+		agent_log(a, "spare: auto (the size of the last kvm domain created)");
+	else
+		agent_log(a, "spare: %s%lld%s", a->spare_cfg ? "" : "off (",
+			  (long long)a->spare_cfg, a->spare_cfg ? " MiB" : ")");
+	spare_start(a);
 	agent_log(a, "serving on %s (%u domains)", url, a->ndoms);
 
 	loop(a);
+
+	spare_stop(a);
 
 	agent_log(a, "stopping on signal %d; %u domains keep running", (int)a->stop, a->ndoms);
 	talloc_free(a);

@@ -25,6 +25,13 @@ const char *xst_hv_name(const struct xst_hv *hv);
 /* Create a vm on hv (owned by hv: talloc_free it, or hv frees it first); the strings
  * of cfg are copied. */
 int xst_vm_create(struct xst_hv *hv, const struct xst_vm_config *cfg, struct xst_vm **out);
+/* A vm with its memory size and platform ready but no domain in it yet (a spare
+ * domain process, docs/domain-process.md): the plugin's vm_prepare.  -EOPNOTSUPP if the
+ * core has none.  Owned by hv like a created vm; talloc_free releases it. */
+int xst_vm_prepare(struct xst_hv *hv, uint64_t mem_max_kib, struct xst_vm **out);
+/* Create the domain in a prepared vm.  -EINVAL if cfg->mem_max_kib is not the prepared
+ * size.  On failure the vm must be freed (it may be half-loaded). */
+int xst_vm_create_prepared(struct xst_vm *vm, const struct xst_vm_config *cfg);
 /* Create vcpu `id` (owned by the vm; talloc_free it, or the vm frees it first). */
 int xst_vcpu_create(struct xst_vm *vm, unsigned int id, struct xst_vcpu **out);
 

@@ -59,6 +59,12 @@ struct dom {
 	const char *core_name;
 	int handoff_fd;
 	char *ipc_url, *events_url, *console_path, *state_path;
+	/* A spare (--spare MIB): no domid yet, files named spare-<pid>.*, a vm prepared
+	 * for MIB (NULL if the core has no vm_prepare or MIB is 0) until create names the
+	 * domain (dom_main.c dom_take). */
+	bool spare;
+	uint64_t spare_mib;
+	struct xst_vm *spare_vm;
 
 	struct xst_hv *hv;
 	struct xst_vm *vm;
@@ -120,8 +126,14 @@ int console_open(struct dom *d, const char *path, struct console **out);
 void console_output(void *opaque, const char *buf, size_t len);
 /* The buffered log, oldest first, on ctx. */
 int console_log(struct console *c, void *ctx, uint8_t **buf, size_t *len);
+/* Move the listening socket to path (a spare becoming a domain); clients stay. */
+int console_rename(struct console *c, const char *path);
 /* Stop the thread, close all sockets, unlink the path. */
 void console_close(struct console *c);
+
+/* dom_main.c: a spare becomes domain `domid`: its files are renamed dom-<domid>.*
+ * and its log goes to <rundir>/dom-<domid>.log. */
+int dom_take(struct dom *d, uint32_t domid, char *why, size_t len);
 
 /* dom_ctl.c: serve requests until destroy; returns the exit status. */
 int dom_serve(struct dom *d);

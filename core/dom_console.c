@@ -277,6 +277,23 @@ out:
 	return ret;
 }
 
+int console_rename(struct console *c, const char *path)
+{
+	char *p = talloc_strdup(c, path);
+
+	if (!p)
+		return -ENOMEM;
+	if (rename(c->path, path) < 0) {
+		int ret = -errno;
+
+		talloc_free(p);
+		return ret;
+	}
+	talloc_free(c->path);
+	c->path = p;
+	return 0;
+}
+
 void console_close(struct console *c)
 {
 	talloc_free(c);

@@ -44,18 +44,72 @@ static void *signal_thread(void *arg)
 	sigaddset(&set, SIGINT);
 	if (sigwait(&set, &sig) != 0)
 		return NULL;
-	dom_log("domain %u: signal %d: destroying", d->domid, sig);
-	unlink(d->state_path);
-	unlink(d->console_path);
-	unlink(d->ipc_url + strlen("ipc://"));
-	unlink(d->events_url + strlen("ipc://"));
+	if (__atomic_load_n(&d->spare, __ATOMIC_ACQUIRE))
+		dom_log("spare: signal %d: exiting", sig);
+	else
+		dom_log("domain %u: signal %d: destroying", d->domid, sig);
+	unlink(__atomic_load_n(&d->state_path, __ATOMIC_ACQUIRE));
+	unlink(__atomic_load_n(&d->console_path, __ATOMIC_ACQUIRE));
+	unlink(__atomic_load_n(&d->ipc_url, __ATOMIC_ACQUIRE) + strlen("ipc://"));
+	unlink(__atomic_load_n(&d->events_url, __ATOMIC_ACQUIRE) + strlen("ipc://"));
 	_exit(0);
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: xst-domain --rundir DIR --domid N [--core NAME] "
-			"[--handoff-fd FD] [--log FILE]\n");
+	fprintf(stderr, "usage: xst-domain --rundir DIR (--domid N | --spare MIB --handoff-fd FD)\n"
+			"                  [--core NAME] [--handoff-fd FD] [--log FILE]\n");
+}
+
+int dom_take(struct dom *d, uint32_t domid, char *why, size_t len)
+{
+	char *ipc, *ev, *con, *st, *log;
+	int fd, ret;
+
+	if (domid < 1 || domid > 32751) {
+		snprintf(why, len, "domid %u out of range 1..32751", domid);
+		return -EINVAL;
+	}
+	ipc = talloc_asprintf(d, "ipc://%s/dom-%u.ipc", d->rundir, domid);
+	ev = talloc_asprintf(d, "ipc://%s/dom-%u.events", d->rundir, domid);
+	con = talloc_asprintf(d, "%s/dom-%u.console", d->rundir, domid);
+	st = talloc_asprintf(d, "%s/dom-%u.state", d->rundir, domid);
+	log = talloc_asprintf(d, "%s/dom-%u.log", d->rundir, domid);
+	if (!ipc || !ev || !con || !st || !log)
+		return -ENOMEM;
+	/* From here on the domain's own log, where the agent looks for its last words. */
+	fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+		ret = -errno;
+		snprintf(why, len, "log %s: %s", log, strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	close(fd);
+	/* The sockets keep their connections (the agent dialed the spare's names); the
+	 * names change so that everything after create looks like a cold start. */
+	if (rename(d->ipc_url + strlen("ipc://"), ipc + strlen("ipc://")) < 0 ||
+	    rename(d->events_url + strlen("ipc://"), ev + strlen("ipc://")) < 0) {
+		ret = -errno;
+		snprintf(why, len, "renaming the spare's sockets: %s", strerror(-ret));
+		return ret;
+	}
+	ret = console_rename(d->con, con);
+	if (ret < 0) {
+		snprintf(why, len, "renaming the spare's console: %s", strerror(-ret));
+		return ret;
+	}
+	/* The signal thread may read these at any time: whole pointers, old strings kept. */
+	__atomic_store_n(&d->ipc_url, ipc, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->events_url, ev, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->console_path, con, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->state_path, st, __ATOMIC_RELEASE);
+	d->domid = domid;
+	__atomic_store_n(&d->spare, false, __ATOMIC_RELEASE);
+	dom_log("domain %u: taken from spare (%s, %llu MiB prepared)", domid,
+		xst_hv_name(d->hv), (unsigned long long)(d->spare_vm ? d->spare_mib : 0));
+	return 0;
 }
 
 static int parse_args(struct dom *d, int argc, char **argv)
@@ -63,6 +117,7 @@ static int parse_args(struct dom *d, int argc, char **argv)
 	static const struct option opts[] = {
 		{"rundir", required_argument, NULL, 'r'},
 		{"domid", required_argument, NULL, 'd'},
+		{"spare", required_argument, NULL, 's'},
 		{"core", required_argument, NULL, 'c'},
 		{"handoff-fd", required_argument, NULL, 'H'},
 		{"log", required_argument, NULL, 'l'},
@@ -88,6 +143,15 @@ static int parse_args(struct dom *d, int argc, char **argv)
 			}
 			d->domid = v;
 			break;
+		case 's':
+			v = strtol(optarg, &end, 10);
+			if (*end || v < 0 || v > (1L << 20)) {
+				dom_log("bad --spare \"%s\" (MiB, 0..1048576)", optarg);
+				return -EINVAL;
+			}
+			d->spare = true;
+			d->spare_mib = (uint64_t)v;
+			break;
 		case 'c':
 			d->core_name = optarg;
 			break;
@@ -112,7 +176,8 @@ static int parse_args(struct dom *d, int argc, char **argv)
 			return -EINVAL;
 		}
 	}
-	if (!d->rundir || !d->domid || optind != argc) {
+	if (!d->rundir || !!d->domid == d->spare || (d->spare && d->handoff_fd < 0) ||
+	    optind != argc) {
 		usage();
 		return -EINVAL;
 	}
@@ -142,10 +207,20 @@ int main(int argc, char **argv)
 		goto out;
 	/* Outlive the agent that spawned us (fails harmlessly if already a leader). */
 	setsid();
-	d->ipc_url = talloc_asprintf(d, "ipc://%s/dom-%u.ipc", d->rundir, d->domid);
-	d->events_url = talloc_asprintf(d, "ipc://%s/dom-%u.events", d->rundir, d->domid);
-	d->console_path = talloc_asprintf(d, "%s/dom-%u.console", d->rundir, d->domid);
-	d->state_path = talloc_asprintf(d, "%s/dom-%u.state", d->rundir, d->domid);
+	if (d->spare) {
+		/* unique while this process lives; dom_take renames them dom-<domid>.* */
+		unsigned int pid = (unsigned int)getpid();
+
+		d->ipc_url = talloc_asprintf(d, "ipc://%s/spare-%u.ipc", d->rundir, pid);
+		d->events_url = talloc_asprintf(d, "ipc://%s/spare-%u.events", d->rundir, pid);
+		d->console_path = talloc_asprintf(d, "%s/spare-%u.console", d->rundir, pid);
+		d->state_path = talloc_asprintf(d, "%s/spare-%u.state", d->rundir, pid);
+	} else {
+		d->ipc_url = talloc_asprintf(d, "ipc://%s/dom-%u.ipc", d->rundir, d->domid);
+		d->events_url = talloc_asprintf(d, "ipc://%s/dom-%u.events", d->rundir, d->domid);
+		d->console_path = talloc_asprintf(d, "%s/dom-%u.console", d->rundir, d->domid);
+		d->state_path = talloc_asprintf(d, "%s/dom-%u.state", d->rundir, d->domid);
+	}
 	if (!d->ipc_url || !d->events_url || !d->console_path || !d->state_path)
 		goto out;
 	{
@@ -184,7 +259,24 @@ int main(int argc, char **argv)
 		dom_log("listen %s: %s", d->events_url, strerror(-ret));
 		goto out;
 	}
-	if (d->handoff_fd >= 0 && send(d->handoff_fd, "ready", 5, MSG_NOSIGNAL) != 5) {
+	if (d->spare && d->spare_mib) {
+		ret = xst_vm_prepare(d->hv, d->spare_mib * 1024, &d->spare_vm);
+		if (ret < 0 && ret != -EOPNOTSUPP) {
+			dom_log("spare: preparing a %llu MiB vm on %s: %s",
+				(unsigned long long)d->spare_mib, xst_hv_name(d->hv), strerror(-ret));
+			goto out;
+		}
+	}
+	if (d->spare) {
+		char msg[64];
+		int n = snprintf(msg, sizeof(msg), "ready core=%s mib=%llu", xst_hv_name(d->hv),
+				 (unsigned long long)(d->spare_vm ? d->spare_mib : 0));
+
+		if (send(d->handoff_fd, msg, (size_t)n, MSG_NOSIGNAL) != n) {
+			dom_log("handoff: %s", strerror(errno));
+			goto out;
+		}
+	} else if (d->handoff_fd >= 0 && send(d->handoff_fd, "ready", 5, MSG_NOSIGNAL) != 5) {
 		dom_log("handoff: %s", strerror(errno));
 		goto out;
 	}
@@ -196,6 +288,8 @@ out:
 	if (d->con)
 		console_close(d->con);
 	d->con = NULL;
+	talloc_free(d->spare_vm);
+	d->spare_vm = NULL;
 	if (d->vm) {
 		struct xst_vm *vm = d->vm;
 		__atomic_store_n(&d->vm, NULL, __ATOMIC_RELEASE);

@@ -116,7 +116,10 @@ static void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%u", v->vcpu ? v->vcpu->id : 0);
 	pthread_setname_np(pthread_self(), name); /* top, ps -L, /proc/PID/task/TID/comm */
-	v->tid = gettid();
+	pthread_mutex_lock(&d->lock);
+	v->tid = gettid(); /* dom_vcpus_start waits for it */
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
 	dom_sched_nice_vcpu(d, v);
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
@@ -205,6 +208,13 @@ int dom_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
 	if (ret == 0)
 		ret = -pthread_create(t, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
+	/* Every thread named and its tid known before create answers: nice values, pins
+	 * and vcpu-list apply to it from the first request on (the guest runs meanwhile). */
+	pthread_mutex_lock(&d->lock);
+	for (i = 0; i < d->nvcpus; i++)
+		while (d->vcpus[i].started && !d->vcpus[i].tid)
+			pthread_cond_wait(&d->cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 

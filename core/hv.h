@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define XST_HV_ABI_VERSION 2
+#define XST_HV_ABI_VERSION 3
 #define XST_PAGE_SIZE 4096u
 #define XST_PAGE_SHIFT 12
 
@@ -131,10 +131,18 @@ struct xst_hv_ops {
 	void (*fini)(struct xst_hv *hv);
 
 	/* MANDATORY.  Create the domain: allocate guest memory (mem_max_kib), set up the
-	 * platform and load the kernel.  vcpus are created afterwards with vcpu_create.
+	 * platform and load the kernel (on a vm from vm_prepare: only what it left).  vcpus are created afterwards with vcpu_create.
 	 * -ENOMEM, -EINVAL (bad config or kernel), -ENOENT (kernel missing). */
 	int (*vm_create)(struct xst_vm *vm, const struct xst_vm_config *cfg);
-	/* MANDATORY.  Release everything vm_create made.  vcpus are already destroyed. */
+	/* Optional.  The part of vm_create that depends on the memory size alone (guest
+	 * RAM of mem_max_kib, the VM and its platform devices), done ahead of time by a
+	 * spare domain process (docs/domain-process.md, "Spare domain processes").
+	 * vm_create is later called on the same vm with a config of that mem_max_kib and
+	 * does the rest (kernel load); the core checks the sizes match.  vm_destroy must
+	 * release a vm that was prepared but never created.  -ENOMEM, -EINVAL. */
+	int (*vm_prepare)(struct xst_vm *vm, uint64_t mem_max_kib);
+	/* MANDATORY.  Release everything vm_create (or vm_prepare) made.  vcpus are
+	 * already destroyed. */
 	void (*vm_destroy)(struct xst_vm *vm);
 
 	/* Memory: balloon target and maximum, in KiB.  -EINVAL above the maximum. */
@@ -220,6 +228,7 @@ struct xst_vm {
 	struct xst_vm_config cfg; /* strings owned by the vm */
 	void *priv;
 	void *vcpus; /* core-private: talloc parent of this vm's vcpus */
+	uint64_t prepared_kib; /* core-private: vm_prepare's size while no domain is in it */
 };
 
 struct xst_vcpu {

@@ -117,7 +117,7 @@ static void test_minimal_plugin_optional_ops(void **state)
 	struct xst_vm_config cfg = {.domid = 1, .name = "t", .mem_max_kib = 1024,
 				    .mem_target_kib = 1024, .vcpus_max = 2, .vcpus_online = 1};
 	struct xst_hv *hv;
-	struct xst_vm *vm;
+	struct xst_vm *vm, *vm2 = (struct xst_vm *)&cfg;
 	struct xst_vcpu *vcpu;
 	struct xst_xs_ring ring;
 	char why[256] = "", page[XST_PAGE_SIZE];
@@ -138,6 +138,10 @@ static void test_minimal_plugin_optional_ops(void **state)
 	assert_int_equal(xst_vm_sched_set(vm, 256, 0), -EOPNOTSUPP);
 	assert_int_equal(xst_vm_sched_set(vm, 256, 201), -EINVAL);
 	assert_int_equal(xst_vm_npages(vm), 0);
+	/* no vm_prepare: a spare has nothing prepared; a vm not from it cannot be used so */
+	assert_int_equal(xst_vm_prepare(hv, 1024, &vm2), -EOPNOTSUPP);
+	assert_null(vm2);
+	assert_int_equal(xst_vm_create_prepared(vm, &cfg), -EINVAL);
 	cfg.mem_target_kib = 2048; /* above max */
 	assert_int_equal(xst_vm_create(hv, &cfg, &vm), -EINVAL);
 	talloc_free(ctx); /* vm with a vcpu left: the destructors handle the order */

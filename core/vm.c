@@ -34,39 +34,55 @@ static char *dup_or_null(void *ctx, const char *s)
 	return s ? talloc_strdup(ctx, s) : NULL;
 }
 
+/* Copy cfg into vm->cfg, the strings onto the vm. */
+static int vm_config_set(struct xst_vm *vm, const struct xst_vm_config *cfg)
+{
+	if (!cfg->name || !cfg->vcpus_max || cfg->vcpus_online > cfg->vcpus_max ||
+	    !cfg->mem_max_kib || cfg->mem_target_kib > cfg->mem_max_kib)
+		return -EINVAL;
+	vm->cfg = *cfg;
+	vm->cfg.name = talloc_strdup(vm, cfg->name);
+	vm->cfg.kernel = dup_or_null(vm, cfg->kernel);
+	vm->cfg.ramdisk = dup_or_null(vm, cfg->ramdisk);
+	vm->cfg.cmdline = dup_or_null(vm, cfg->cmdline);
+	vm->cfg.workload = dup_or_null(vm, cfg->workload);
+	if (!vm->cfg.name || (cfg->kernel && !vm->cfg.kernel) ||
+	    (cfg->ramdisk && !vm->cfg.ramdisk) || (cfg->cmdline && !vm->cfg.cmdline) ||
+	    (cfg->workload && !vm->cfg.workload))
+		return -ENOMEM;
+	return 0;
+}
+
+/* A vm object with its private state, no plugin call yet (no destructor). */
+static struct xst_vm *vm_alloc(struct xst_hv *hv)
+{
+	struct xst_vm *vm = talloc_zero(hv->vms, struct xst_vm);
+
+	if (!vm)
+		return NULL;
+	vm->hv = hv;
+	vm->vcpus = talloc_named_const(vm, 0, "vcpus");
+	if (hv->ops->vm_priv_size)
+		vm->priv = talloc_zero_size(vm, hv->ops->vm_priv_size);
+	if (!vm->vcpus || (hv->ops->vm_priv_size && !vm->priv)) {
+		talloc_free(vm);
+		return NULL;
+	}
+	return vm;
+}
+
 int xst_vm_create(struct xst_hv *hv, const struct xst_vm_config *cfg, struct xst_vm **out)
 {
 	struct xst_vm *vm;
 	int ret;
 
 	*out = NULL;
-	if (!cfg->name || !cfg->vcpus_max || cfg->vcpus_online > cfg->vcpus_max ||
-	    !cfg->mem_max_kib || cfg->mem_target_kib > cfg->mem_max_kib)
-		return -EINVAL;
-	vm = talloc_zero(hv->vms, struct xst_vm);
+	vm = vm_alloc(hv);
 	if (!vm)
 		return -ENOMEM;
-	vm->hv = hv;
-	vm->cfg = *cfg;
-	vm->vcpus = talloc_named_const(vm, 0, "vcpus");
-	vm->cfg.name = talloc_strdup(vm, cfg->name);
-	vm->cfg.kernel = dup_or_null(vm, cfg->kernel);
-	vm->cfg.ramdisk = dup_or_null(vm, cfg->ramdisk);
-	vm->cfg.cmdline = dup_or_null(vm, cfg->cmdline);
-	vm->cfg.workload = dup_or_null(vm, cfg->workload);
-	if (!vm->vcpus || !vm->cfg.name || (cfg->kernel && !vm->cfg.kernel) ||
-	    (cfg->ramdisk && !vm->cfg.ramdisk) || (cfg->cmdline && !vm->cfg.cmdline) ||
-	    (cfg->workload && !vm->cfg.workload)) {
-		ret = -ENOMEM;
+	ret = vm_config_set(vm, cfg);
+	if (ret < 0)
 		goto out;
-	}
-	if (hv->ops->vm_priv_size) {
-		vm->priv = talloc_zero_size(vm, hv->ops->vm_priv_size);
-		if (!vm->priv) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	}
 	ret = hv->ops->vm_create(vm, &vm->cfg);
 	if (ret < 0)
 		goto out;
@@ -76,6 +92,43 @@ int xst_vm_create(struct xst_hv *hv, const struct xst_vm_config *cfg, struct xst
 out:
 	talloc_free(vm);
 	return ret;
+}
+
+int xst_vm_prepare(struct xst_hv *hv, uint64_t mem_max_kib, struct xst_vm **out)
+{
+	struct xst_vm *vm;
+	int ret;
+
+	*out = NULL;
+	if (!hv->ops->vm_prepare)
+		return -EOPNOTSUPP;
+	if (!mem_max_kib)
+		return -EINVAL;
+	vm = vm_alloc(hv);
+	if (!vm)
+		return -ENOMEM;
+	ret = hv->ops->vm_prepare(vm, mem_max_kib);
+	if (ret < 0) {
+		talloc_free(vm);
+		return ret;
+	}
+	vm->prepared_kib = mem_max_kib;
+	talloc_set_destructor(vm, vm_destructor);
+	*out = vm;
+	return 0;
+}
+
+int xst_vm_create_prepared(struct xst_vm *vm, const struct xst_vm_config *cfg)
+{
+	int ret;
+
+	if (!vm->prepared_kib || cfg->mem_max_kib != vm->prepared_kib)
+		return -EINVAL;
+	ret = vm_config_set(vm, cfg);
+	if (ret < 0)
+		return ret;
+	vm->prepared_kib = 0;
+	return vm->hv->ops->vm_create(vm, &vm->cfg);
 }
 
 int xst_vcpu_create(struct xst_vm *vm, unsigned int id, struct xst_vcpu **out)

@@ -181,21 +181,23 @@ static int vm_wire_xs(struct kvm_vm *k)
 	return 0;
 }
 
-static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
+/* Everything that depends on the RAM size alone: VM, RAM memfd + memslot 0, irqchip,
+ * PIT, the xenstore eventfds, the UART.  KVM_SET_USER_MEMORY_REGION dominates (several
+ * ms on PVM whatever the size), which is why a spare domain process does this ahead. */
+static int kvm_vm_prepare(struct xst_vm *vm, uint64_t mem_max_kib)
 {
 	struct kvm_hv *h = kvm_hv_of(vm);
 	struct kvm_vm *k = vm->priv;
+	uint64_t size = mem_max_kib * 1024;
 	int rc;
 
 	k->vm_fd = k->mem_fd = k->kick_fd = k->notify_fd = -1;
 	atomic_store(&k->shutdown, -1);
-	uint64_t size = cfg->mem_max_kib * 1024;
-	if (size < (2ull << 20) || size > KVM_MAX_RAM || (size & (XST_PAGE_SIZE - 1)) ||
-	    cfg->vcpus_max < 1 || cfg->vcpus_online > cfg->vcpus_max)
+	if (size < (2ull << 20) || size > KVM_MAX_RAM || (size & (XST_PAGE_SIZE - 1)))
 		return -EINVAL;
 	k->mem_size = size;
-	k->mem_max_kib = cfg->mem_max_kib;
-	k->mem_target_kib = cfg->mem_target_kib ? cfg->mem_target_kib : cfg->mem_max_kib;
+	k->mem_max_kib = mem_max_kib;
+	k->mem_target_kib = mem_max_kib;
 
 	k->vm_fd = ioctl(h->kvm_fd, KVM_CREATE_VM, 0);
 	if (k->vm_fd < 0) {
@@ -241,21 +243,43 @@ static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
 	if (rc < 0)
 		goto fail;
 	kvm_uart_init(&k->uart, k->vm_fd);
-	rc = kvm_boot_load(vm, cfg);
-	if (rc < 0) {
-		kvm_uart_fini(&k->uart);
-		goto fail;
-	}
+	k->prepared = true;
 	return 0;
 fail:
 	vm_release(k);
 	return rc;
 }
 
+static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
+{
+	struct kvm_vm *k = vm->priv;
+	bool was_prepared = k->prepared;
+	int rc;
+
+	if (cfg->vcpus_max < 1 || cfg->vcpus_online > cfg->vcpus_max)
+		return -EINVAL;
+	if (!was_prepared) {
+		rc = kvm_vm_prepare(vm, cfg->mem_max_kib);
+		if (rc < 0)
+			return rc;
+	} else if (cfg->mem_max_kib != k->mem_max_kib) {
+		return -EINVAL;
+	}
+	k->mem_target_kib = cfg->mem_target_kib ? cfg->mem_target_kib : cfg->mem_max_kib;
+	rc = kvm_boot_load(vm, cfg);
+	if (rc < 0 && !was_prepared) {
+		/* A failed vm_create leaves nothing (the core calls no vm_destroy); a
+		 * prepared vm is released by vm_destroy when the core frees it. */
+		kvm_uart_fini(&k->uart);
+		vm_release(k);
+	}
+	return rc;
+}
+
 static void kvm_vm_destroy(struct xst_vm *vm)
 {
 	struct kvm_vm *k = vm->priv;
-	if (k->vm_fd >= 0)
+	if (k->prepared)
 		kvm_uart_fini(&k->uart);
 	free(k->cpuid);
 	k->cpuid = NULL;
@@ -687,6 +711,7 @@ static const struct xst_hv_ops kvm_ops = {
 	.probe = kvm_probe,
 	.init = kvm_init,
 	.fini = kvm_fini,
+	.vm_prepare = kvm_vm_prepare,
 	.vm_create = kvm_vm_create,
 	.vm_destroy = kvm_vm_destroy,
 	.vm_set_mem_target = kvm_vm_set_mem_target,

@@ -66,6 +66,7 @@ enum kvm_boot_kind { KVM_BOOT_PVH = 1 };
 #define KVM_VCPUS_MAX 128 /* the agent's limit */
 
 struct kvm_vm {
+	bool prepared;          /* kvm_vm_prepare done: VM, RAM, platform exist */
 	int vm_fd;
 	int mem_fd;
 	uint8_t *mem;
