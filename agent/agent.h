@@ -147,7 +147,10 @@ char *agent_log_text(struct agent *a, void *ctx);
 /* domain.c */
 struct adom *adom_find(struct agent *a, const char *ref); /* id or name */
 struct adom *adom_by_id(struct agent *a, uint32_t domid);
-int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused,
+/* adom_create flags: created paused; incoming (restore, migration: paused, its memory
+ * and state are loaded next, so no kernel is loaded and memory stays all zero). */
+enum { ADOM_PAUSED = 1, ADOM_INCOMING = 2 };
+int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, unsigned int flags,
 		struct adom **out, char **msg, void *ctx);
 int adom_destroy(struct adom *d, char **msg, void *ctx);
 /* Call the domain process; reply on ctx; error replies give their errno and msg. */

@@ -265,7 +265,8 @@ static int h_create(struct call *c)
 	rv = config_check(c, cr->config);
 	if (rv < 0)
 		return rv;
-	rv = adom_create(c->a, cr->config, cr->has_paused && cr->paused, &d, &msg, c->ctx);
+	rv = adom_create(c->a, cr->config, cr->has_paused && cr->paused ? ADOM_PAUSED : 0, &d, &msg,
+			 c->ctx);
 	if (rv < 0)
 		return fail(c, rv, "%s", msg ? msg : strerror(-rv));
 	one = talloc_array(c->ctx, Xstagent__Domain *, 1);

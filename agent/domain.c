@@ -598,9 +598,10 @@ static void spare_abandon(struct adom *d, int *handoff)
 	d->our_child = false;
 }
 
-int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, bool paused, struct adom **out,
-		char **msg, void *ctx)
+int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, unsigned int flags,
+		struct adom **out, char **msg, void *ctx)
 {
+	bool paused = (flags & (ADOM_PAUSED | ADOM_INCOMING)) != 0;
 	double tm[5] = { 0 }; /* ms: spawn, ready, connected, ring, done */
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
 	Xstdom__Create cr = XSTDOM__CREATE__INIT;
@@ -707,6 +708,8 @@ connected:
 	vmconfig_fill(d, &vc, blob, blen);
 	vc.has_start_paused = true;
 	vc.start_paused = paused;
+	if (flags & ADOM_INCOMING)
+		cr.has_restoring = cr.restoring = true;
 	cr.config = &vc;
 	req.body_case = XSTDOM__REQUEST__BODY_CREATE;
 	req.create = &cr;
@@ -1012,7 +1015,7 @@ static void restart_with(struct agent *a, Xstagent__DomainConfig *cfg)
 	char *msg;
 	int rv;
 
-	rv = adom_create(a, cfg, false, &nd, &msg, cfg);
+	rv = adom_create(a, cfg, 0, &nd, &msg, cfg);
 	if (rv < 0)
 		agent_log(a, "restarting %s failed: %s", cfg->name, msg ? msg : strerror(-rv));
 	else

@@ -74,17 +74,6 @@ static size_t pad8(size_t n)
 	return (n + 7) & ~(size_t)7;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	size_t i;
-
-	for (i = 0; i < STREAM_PAGE / 8; i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 /* Page batches are 1 MiB buffers, several per request (pack, nng, unpack): served from
  * the heap instead of a fresh mmap each (256 page faults per buffer), the copy runs
  * several times faster.  The agent keeps up to STREAM_HEAP_KEEP of freed heap. */
@@ -1112,80 +1101,6 @@ static int write_run(struct stream_rx *r, uint64_t gfn, const uint8_t *data, uin
 	return rv;
 }
 
-/* Clear the non-zero pages of gfn [first, end) of the fresh domain (but the ring). */
-static int rx_scrub_range(struct stream_rx *r, uint64_t first, uint64_t end)
-{
-	static const uint8_t zero[STREAM_PAGE];
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__PageRange pr = XSTDOM__PAGE_RANGE__INIT;
-	Xstdom__Reply *rep;
-	uint64_t gfn;
-	uint32_t i, count;
-	char *msg = NULL;
-	int rv;
-
-	for (gfn = first; gfn < end; gfn += count) {
-		void *tmp = talloc_new(r);
-
-		count = end - gfn < STREAM_BATCH ? end - gfn : STREAM_BATCH;
-		pr.first_gfn = gfn;
-		pr.count = count;
-		req.body_case = XSTDOM__REQUEST__BODY_READ_PAGES;
-		req.read_pages = &pr;
-		rv = tmp ? adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg) : -ENOMEM;
-		if (rv == 0 && (rep->body_case != XSTDOM__REPLY__BODY_PAGES ||
-				rep->pages->data.len != (size_t)count * STREAM_PAGE))
-			rv = -EPROTO;
-		for (i = 0; rv == 0 && i < count; i++)
-			if (gfn + i != r->d->ring_gfn &&
-			    !page_is_zero(rep->pages->data.data + (size_t)i * STREAM_PAGE))
-				rv = write_run(r, gfn + i, zero, 1);
-		if (rv < 0)
-			rx_fail(r, rv, "clearing the new domain's memory: %s",
-				msg ? msg : strerror(-rv));
-		talloc_free(tmp);
-		if (rv < 0)
-			return rv;
-	}
-	return 0;
-}
-
-static uint64_t file_pages(const char *path)
-{
-	struct stat st;
-
-	if (!path || stat(path, &st) < 0)
-		return UINT64_MAX;
-	return ((uint64_t)st.st_size + STREAM_PAGE - 1) / STREAM_PAGE;
-}
-
-/*
- * A fresh kvm domain holds what the loader wrote (docs/kvm.md, memory layout): boot
- * structures below 1 MiB, the kernel from 1 MiB (a compressed kernel decompressed: at
- * most SCRUB_KERNEL_FACTOR times its file size), the ramdisk at the top of RAM.  Those
- * ranges are cleared so that pages absent from the stream read as zero; the rest of a
- * fresh domain's memory is zero already.  Without the file sizes: all of it.
- */
-#define SCRUB_KERNEL_FACTOR 16
-static int rx_scrub(struct stream_rx *r)
-{
-	const Xstagent__DomainConfig *c = r->d->cfg;
-	uint64_t k = file_pages(c->kernel), rd = c->ramdisk ? file_pages(c->ramdisk) : 0;
-	uint64_t low, high;
-	int rv;
-
-	if (k == UINT64_MAX || rd == UINT64_MAX || k > r->npages)
-		return rx_scrub_range(r, 0, r->npages);
-	low = 256 + k * SCRUB_KERNEL_FACTOR + 16;
-	high = rd ? rd + 1 : 0;
-	if (low + high >= r->npages)
-		return rx_scrub_range(r, 0, r->npages);
-	rv = rx_scrub_range(r, 0, low);
-	if (rv == 0 && high)
-		rv = rx_scrub_range(r, r->npages - high, r->npages);
-	return rv;
-}
-
 static int rx_config(struct stream_rx *r, const uint8_t *p, size_t len)
 {
 	Xstagent__DomainConfig *cfg;
@@ -1210,7 +1125,7 @@ static int rx_config(struct stream_rx *r, const uint8_t *p, size_t len)
 	cfg->core = talloc_strdup(cfg, r->core);
 	if (!cfg->core)
 		return -ENOMEM;
-	rv = adom_create(r->a, cfg, true, &r->d, &msg, r);
+	rv = adom_create(r->a, cfg, ADOM_INCOMING, &r->d, &msg, r);
 	if (rv < 0)
 		return rx_fail(r, rv, "%s", msg ? msg : strerror(-rv));
 	rv = stream_npages(r->d, &np);
@@ -1219,9 +1134,9 @@ static int rx_config(struct stream_rx *r, const uint8_t *p, size_t len)
 	if (np != r->npages)
 		return rx_fail(r, -EINVAL, "memory size mismatch: stream has %" PRIu64
 			       " pages, the new domain %" PRIu64, r->npages, np);
-	/* A sim domain's memory is all zero until its vcpus first run (they have not: it
-	 * was created paused); other cores may have loaded a kernel. */
-	return strcmp(r->core, "sim") == 0 ? 0 : rx_scrub(r);
+	/* Created incoming: no kernel loaded, its memory all zero (core/hv.h), so pages not
+	 * in the stream need no clearing. */
+	return 0;
 }
 
 static int rx_pages(struct stream_rx *r, const uint8_t *p, size_t len)

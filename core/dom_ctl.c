@@ -273,7 +273,7 @@ static int h_create(struct call *c)
 	if (ret < 0)
 		return ret;
 	if (cr->has_restoring && cr->restoring)
-		d->cfg.start_paused = true;
+		d->cfg.start_paused = d->cfg.incoming = true;
 	vm = NULL;
 	t[0] = mono_ms();
 	if (d->spare_vm && d->cfg.mem_max_kib == d->spare_vm->prepared_kib) {

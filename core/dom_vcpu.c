@@ -194,6 +194,13 @@ int dom_vcpus_start(struct dom *d)
 			break;
 		d->vcpus[i].started = true;
 	}
+	/* Every thread named and its tid known before create answers: nice values, pins
+	 * and vcpu-list apply to it from the first request on (the guest runs meanwhile). */
+	pthread_mutex_lock(&d->lock);
+	for (i = 0; i < d->nvcpus; i++)
+		while (d->vcpus[i].started && !d->vcpus[i].tid)
+			pthread_cond_wait(&d->cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 
@@ -208,13 +215,6 @@ int dom_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
 	if (ret == 0)
 		ret = -pthread_create(t, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
-	/* Every thread named and its tid known before create answers: nice values, pins
-	 * and vcpu-list apply to it from the first request on (the guest runs meanwhile). */
-	pthread_mutex_lock(&d->lock);
-	for (i = 0; i < d->nvcpus; i++)
-		while (d->vcpus[i].started && !d->vcpus[i].tid)
-			pthread_cond_wait(&d->cond, &d->lock);
-	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 

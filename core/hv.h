@@ -49,6 +49,10 @@ struct xst_vm_config {
 	const char *cmdline; /* optional */
 	const char *workload; /* sim: workload spec, e.g. "dirty=8M/s,console=1s" */
 	bool start_paused;
+	/* A restore's or a migration's domain: its memory and vcpu/vm state are loaded
+	 * after vm_create (start_paused is set too).  Load no kernel and leave guest memory
+	 * all zero; kernel, ramdisk and cmdline may name files this host lacks. */
+	bool incoming;
 };
 
 enum xst_vm_state {

@@ -266,7 +266,8 @@ static int kvm_vm_create(struct xst_vm *vm, const struct xst_vm_config *cfg)
 		return -EINVAL;
 	}
 	k->mem_target_kib = cfg->mem_target_kib ? cfg->mem_target_kib : cfg->mem_max_kib;
-	rc = kvm_boot_load(vm, cfg);
+	/* incoming: its memory and state arrive next; loading a kernel is wasted work */
+	rc = cfg->incoming ? 0 : kvm_boot_load(vm, cfg);
 	if (rc < 0 && !was_prepared) {
 		/* A failed vm_create leaves nothing (the core calls no vm_destroy); a
 		 * prepared vm is released by vm_destroy when the core frees it. */

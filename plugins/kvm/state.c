@@ -284,6 +284,8 @@ int kvm_vm_state_save(struct xst_vm *vm, void *ctx, uint8_t **blob, size_t *len)
 	if (!tmp)
 		return -ENOMEM;
 	st.version = STATE_VERSION;
+	st.has_syscall_bridge = true;
+	st.syscall_bridge = k->syscall_bridge;
 	if ((rc = irqchip_get(k->vm_fd, tmp, KVM_IRQCHIP_PIC_MASTER, &st.pic_master)) < 0 ||
 	    (rc = irqchip_get(k->vm_fd, tmp, KVM_IRQCHIP_PIC_SLAVE, &st.pic_slave)) < 0 ||
 	    (rc = irqchip_get(k->vm_fd, tmp, KVM_IRQCHIP_IOAPIC, &st.ioapic)) < 0)
@@ -370,6 +372,9 @@ int kvm_vm_state_load(struct xst_vm *vm, const uint8_t *blob, size_t len)
 	if (k->uart.rx_len)
 		memcpy(k->uart.rx, st->uart->rx.data, k->uart.rx_len);
 	pthread_mutex_unlock(&k->uart.lock);
+	/* an incoming vm loaded no kernel: what it runs comes with its state */
+	if (st->has_syscall_bridge)
+		k->syscall_bridge = st->syscall_bridge;
 	atomic_store(&k->shutdown, st->shutdown >= 0 && st->shutdown <= XST_SHUTDOWN_SOFT_RESET
 					   ? st->shutdown : -1);
 	rc = 0;

@@ -33,9 +33,9 @@ def counters(log):
             re.findall(r"COUNTER (\d+) errors=(\d+) dirtied=(\d+)", log)]
 
 
-def create(h, tmp_path, name="vk", mem=64):
+def create(h, tmp_path, name="vk", mem=64, kernel=GUEST):
     cfg = tmp_path / (name + ".cfg")
-    cfg.write_text(CFG.format(name=name, mem=mem, kernel=GUEST))
+    cfg.write_text(CFG.format(name=name, mem=mem, kernel=kernel))
     h.xst("create", str(cfg))
     d = h.domid(name)
     wait_for(lambda: len(counters(h.console_log(d))) >= 3, what="guest counters")
@@ -83,6 +83,24 @@ def test_kvm_save_restore_continues(host, tmp_path):
     r = host.xst("shutdown", "-w", "vk", timeout=60)
     assert "Domain %d has been shut down, reason code 0" % d2 in r.stderr, r.stderr
     assert host.domains() == {}
+
+
+def test_kvm_restore_needs_no_kernel_file(host, tmp_path):
+    """A restored (or migrated-in) domain loads no kernel: its memory and state come
+    from the stream, so the kernel file may be gone, as after an upgrade."""
+    kernel = tmp_path / "gone-kernel"
+    kernel.write_bytes(GUEST.read_bytes())
+    d = create(host, tmp_path, kernel=kernel)
+    host.xst("pause", "vk")
+    n = last_counter(host, d)
+    f = tmp_path / "vk.save"
+    host.xst("save", "vk", str(f))
+    kernel.unlink()
+    host.xst("restore", str(f))
+    d2 = host.domid("vk")
+    seen = wait_counter_after(host, d2, n)
+    assert n < seen[0] <= n + 2, (n, seen[:3])
+    host.xst("destroy", "vk")
 
 
 def test_kvm_20_save_restore_cycles(host, tmp_path):
