@@ -156,6 +156,10 @@ int adom_destroy(struct adom *d, char **msg, void *ctx);
 /* Call the domain process; reply on ctx; error replies give their errno and msg. */
 int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
 	      Xstdom__Reply **rep, char **msg);
+/* adom_call of a request whose body is Empty (pause, info, state_save, ...), with the
+ * usual timeout; rep may be NULL when only the outcome matters. */
+int adom_call_empty(struct adom *d, Xstdom__Request__BodyCase body, void *ctx,
+		    Xstdom__Reply **rep, char **msg);
 int adom_info(struct adom *d, void *ctx, Xstdom__Info **info);
 
 /* ram.c: the domain's RAM mapped here (read-only, or writable for a restore). */

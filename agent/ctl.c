@@ -485,16 +485,12 @@ static int h_vcpu_set(struct call *c)
 static int h_vcpu_list(struct call *c)
 {
 	const char *ref = c->req->vcpu_list->dom;
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	Xstagent__VcpuList *l;
 	char *msg = NULL;
 	size_t i;
 	LOOKUP(c, ref);
-	req.body_case = XSTDOM__REQUEST__BODY_VCPU_INFO;
-	req.vcpu_info = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, c->ctx, &rep, &msg);
+	rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_VCPU_INFO, c->ctx, &rep, &msg);
 	if (rv < 0)
 		return fail(c, rv, "%s", msg);
 	if (rep->body_case != XSTDOM__REPLY__BODY_VCPUS)

@@ -218,6 +218,18 @@ int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, X
 	return 0;
 }
 
+int adom_call_empty(struct adom *d, Xstdom__Request__BodyCase body, void *ctx,
+		    Xstdom__Reply **rep, char **msg)
+{
+	Xstdom__Request req = XSTDOM__REQUEST__INIT;
+	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
+	Xstdom__Reply *r;
+
+	req.body_case = body;
+	req.pause = &e; /* every Empty member shares the oneof's union */
+	return adom_call(d, &req, AGENT_CALL_MS, ctx, rep ? rep : &r, msg);
+}
+
 int adom_info(struct adom *d, void *ctx, Xstdom__Info **info)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -835,17 +847,11 @@ static void adom_cleanup(struct adom *d)
 
 int adom_destroy(struct adom *d, char **msg, void *ctx)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
-	Xstdom__Reply *rep;
 	struct agent *a = d->a;
 	void *tmp = talloc_new(a);
 	uint32_t domid = d->domid;
-	int rv;
+	int rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_DESTROY, tmp, NULL, NULL);
 
-	req.body_case = XSTDOM__REQUEST__BODY_DESTROY;
-	req.destroy = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, NULL);
 	if (rv < 0) {
 		agent_log(a, "domain %u: destroy request failed (%s): killing pid %d", domid,
 			  strerror(-rv), (int)d->pid);
@@ -1047,15 +1053,9 @@ static void act_on_shutdown(struct adom *d, int reason, bool dead)
 		return;
 	}
 	if (strcmp(action, "soft-reset") == 0) {
-		Xstdom__Request req = XSTDOM__REQUEST__INIT;
-		Xstdom__Empty e = XSTDOM__EMPTY__INIT;
-		Xstdom__Reply *rep;
 		void *tmp = talloc_new(a);
-		int rv;
+		int rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_SOFT_RESET, tmp, NULL, &msg);
 
-		req.body_case = XSTDOM__REQUEST__BODY_SOFT_RESET;
-		req.soft_reset = &e;
-		rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
 		if (rv < 0) {
 			agent_log(a, "domain %u: soft reset: %s", d->domid, msg ? msg : strerror(-rv));
 		} else {

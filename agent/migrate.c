@@ -162,17 +162,6 @@ static int dest_runs(struct mig_out *o, const char *url, const char *name)
 	return rv;
 }
 
-static int dom_simple(struct adom *d, Xstdom__Request__BodyCase bc, void *ctx, char **msg)
-{
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
-	Xstdom__Reply *rep;
-
-	req.body_case = bc;
-	req.pause = &e; /* Empty members share the oneof union */
-	return adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
-}
-
 static int dirty_log(struct adom *d, bool on, void *ctx, char **msg)
 {
 	Xstdom__Request req = XSTDOM__REQUEST__INIT;
@@ -189,15 +178,10 @@ static int dirty_log(struct adom *d, bool on, void *ctx, char **msg)
 static int dirty_fetch(struct adom *d, void *ctx, Xstdom__Dirty **out, uint64_t *count,
 		       char **msg)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	size_t i;
-	int rv;
+	int rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_DIRTY_FETCH, ctx, &rep, msg);
 
-	req.body_case = XSTDOM__REQUEST__BODY_DIRTY_FETCH;
-	req.dirty_fetch = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
 	if (rv < 0)
 		return rv;
 	if (rep->body_case != XSTDOM__REPLY__BODY_DIRTY)
@@ -237,14 +221,9 @@ static int xs_tx_end(struct agent *a, uint32_t tx, bool commit, void *ctx)
 static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
 		     Xstdom__StateBlob **state, char **msg)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
-	int rv;
+	int rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_STOP_COPY, ctx, &rep, msg);
 
-	req.body_case = XSTDOM__REQUEST__BODY_STOP_COPY;
-	req.stop_copy = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
 	if (rv < 0)
 		return rv;
 	if (rep->body_case != XSTDOM__REPLY__BODY_STOP_COPY)
@@ -390,12 +369,12 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		}
 		if (throttled) {
 			/* The guest runs only between rounds. */
-			rv = dom_simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, rtmp, &msg);
+			rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_UNPAUSE, rtmp, NULL, &msg);
 			if (rv < 0)
 				goto fail;
 			paused = false;
 			usleep((useconds_t)(run_ms * 1000));
-			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, rtmp, &msg);
+			rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_PAUSE, rtmp, NULL, &msg);
 			if (rv < 0)
 				goto fail;
 			paused = true;
@@ -460,7 +439,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 			agent_log(a, "domain %u: its domain process has no stop_copy: pause, dirty "
 				  "fetch and state save in three calls", domid);
 			msg = NULL;
-			rv = dom_simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+			rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, NULL, &msg);
 			if (rv == 0)
 				rv = dirty_fetch(d, ctx, &last, &n2, &msg);
 		}
@@ -555,7 +534,7 @@ fail:
 	if (logging)
 		dirty_log(d, false, ctx, NULL);
 	if (paused && !was_paused)
-		dom_simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL);
+		adom_call_empty(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL, NULL);
 	rep->message = talloc_asprintf(ctx, "migration of domain %u (%s) failed while %s: %s; "
 				       "the domain keeps running here", domid, name, what,
 				       o.dest_msg ? o.dest_msg : msg ? msg : strerror(-rv));

@@ -65,17 +65,6 @@ static int file_sink(void *arg, const uint8_t *buf, size_t len)
 	return 0;
 }
 
-static int simple(struct adom *d, Xstdom__Request__BodyCase bc, void *ctx, char **msg)
-{
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
-	Xstdom__Reply *rep;
-
-	req.body_case = bc;
-	req.pause = &e; /* every Empty member shares the union */
-	return adom_call(d, &req, AGENT_CALL_MS, ctx, &rep, msg);
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -112,7 +101,7 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 		return failmsg(rep, ctx, -errno, "%s: %s", s->file, strerror(errno));
 	tm[0] = now_s();
 	if (info->state != XSTDOM__VM_STATE__PAUSED) {
-		rv = simple(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, &msg);
+		rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, NULL, &msg);
 		if (rv < 0)
 			goto fail;
 		paused_by_us = true;
@@ -160,7 +149,7 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	if (checkpoint) {
 		if (s->has_paused && s->paused)
 			return 0;
-		if (paused_by_us && (rv = simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, &msg)) < 0)
+		if (paused_by_us && (rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL, &msg)) < 0)
 			return failmsg(rep, ctx, rv, "saved, but unpause failed: %s", msg);
 		return 0;
 	}
@@ -173,7 +162,7 @@ fail:
 		close(fd);
 	unlink(s->file);
 	if (paused_by_us)
-		simple(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL);
+		adom_call_empty(d, XSTDOM__REQUEST__BODY_UNPAUSE, ctx, NULL, NULL);
 	return failmsg(rep, ctx, rv, "saving domain %u to %s: %s", d->domid, s->file,
 		       msg ? msg : strerror(-rv));
 }

@@ -742,8 +742,6 @@ int stream_tx_xenstore(struct stream_tx *t, struct adom *d)
 
 int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	void *tmp = talloc_new(ctx);
 	char *m = NULL;
@@ -751,9 +749,7 @@ int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 
 	if (!tmp)
 		return -ENOMEM;
-	req.body_case = XSTDOM__REQUEST__BODY_CPU_FEATURES;
-	req.cpu_features = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, &m);
+	rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_CPU_FEATURES, tmp, &rep, &m);
 	if (rv == -EOPNOTSUPP) {
 		rv = 0; /* the core has nothing to compare (sim) */
 	} else if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_CPU_FEATURES) {
@@ -770,17 +766,13 @@ int stream_tx_cpu(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 
 int stream_tx_state(struct stream_tx *t, struct adom *d, char **msg, void *ctx)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
 	Xstdom__Reply *rep;
 	void *tmp = talloc_new(ctx);
 	int rv;
 
 	if (!tmp)
 		return -ENOMEM;
-	req.body_case = XSTDOM__REQUEST__BODY_STATE_SAVE;
-	req.state_save = &e;
-	rv = adom_call(d, &req, AGENT_CALL_MS, tmp, &rep, msg);
+	rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_STATE_SAVE, tmp, &rep, msg);
 	if (rv == 0 && rep->body_case != XSTDOM__REPLY__BODY_STATE)
 		rv = -EPROTO;
 	if (rv == 0)
@@ -1563,9 +1555,6 @@ static int rx_ring_reset(struct stream_rx *r)
 
 static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 {
-	Xstdom__Request req = XSTDOM__REQUEST__INIT;
-	Xstdom__Empty e = XSTDOM__EMPTY__INIT;
-	Xstdom__Reply *rep;
 	char *msg = NULL;
 	int rv;
 
@@ -1588,9 +1577,7 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 			       strerror(-rv));
 	clock_gettime(CLOCK_MONOTONIC, &ts[2]);
 	if (!r->paused) {
-		req.body_case = XSTDOM__REQUEST__BODY_UNPAUSE;
-		req.unpause = &e;
-		rv = adom_call(r->d, &req, AGENT_CALL_MS, r, &rep, &msg);
+		rv = adom_call_empty(r->d, XSTDOM__REQUEST__BODY_UNPAUSE, r, NULL, &msg);
 		if (rv < 0)
 			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
 	}
