@@ -1,6 +1,7 @@
 """xst save / restore / migrate with the kvm core and the project's PVH test guest
 (tests/guests/xstguest), which prints `COUNTER n errors=e dirtied=d` and verifies its own
 page checksums on every tick.  Skips, printing why, only when /dev/kvm is unusable."""
+import json
 import os
 import re
 
@@ -15,7 +16,7 @@ CFG = """name = "{name}"
 type = "pvh"
 core = "kvm"
 memory = {mem}
-vcpus = 1
+vcpus = {vcpus}
 kernel = "{kernel}"
 cmdline = "tick=50 dirty=4M rate=4000 xs=1"
 """
@@ -33,9 +34,9 @@ def counters(log):
             re.findall(r"COUNTER (\d+) errors=(\d+) dirtied=(\d+)", log)]
 
 
-def create(h, tmp_path, name="vk", mem=64, kernel=GUEST):
+def create(h, tmp_path, name="vk", mem=64, kernel=GUEST, vcpus=1):
     cfg = tmp_path / (name + ".cfg")
-    cfg.write_text(CFG.format(name=name, mem=mem, kernel=kernel))
+    cfg.write_text(CFG.format(name=name, mem=mem, kernel=kernel, vcpus=vcpus))
     h.xst("create", str(cfg))
     d = h.domid(name)
     wait_for(lambda: len(counters(h.console_log(d))) >= 3, what="guest counters")
@@ -101,6 +102,23 @@ def test_kvm_restore_needs_no_kernel_file(host, tmp_path):
     seen = wait_counter_after(host, d2, n)
     assert n < seen[0] <= n + 2, (n, seen[:3])
     host.xst("destroy", "vk")
+
+
+def test_kvm_two_vcpus_save_restore(host, tmp_path):
+    """Every vcpu's state is captured and restored (the test guest runs on vcpu 0; the
+    second waits for a startup IPI, its MP state must survive as it is)."""
+    d = create(host, tmp_path, vcpus=2)
+    n = last_counter(host, d)
+    f = tmp_path / "vk.save"
+    host.xst("save", "vk", str(f))
+    host.xst("restore", str(f))
+    d2 = host.domid("vk")
+    assert len(json.loads(host.xst("vcpu-list", "--json", "vk").stdout)) == 2
+    wait_counter_after(host, d2, n + 1)
+    host.xst("save", "-c", "vk", str(f))        # and once more, from the restored state
+    wait_counter_after(host, d2, last_counter(host, d2))
+    r = host.xst("shutdown", "-w", "vk", timeout=60)
+    assert "Domain %d has been shut down, reason code 0" % d2 in r.stderr, r.stderr
 
 
 def test_kvm_20_save_restore_cycles(host, tmp_path):
