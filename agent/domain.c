@@ -175,6 +175,17 @@ char *dom_log_last_line_at(void *ctx, const char *path, pid_t pid)
 	return line;
 }
 
+/* An answer's error as -errno, its message on *msg (when msg): "domain D: text". */
+static int reply_status(struct adom *d, const Xstdom__Reply *rep, void *ctx, char **msg)
+{
+	if (!rep->error)
+		return 0;
+	if (msg)
+		*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
+				       rep->message ? rep->message : strerror(-rep->error));
+	return rep->error < 0 ? rep->error : -EIO;
+}
+
 int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, Xstdom__Reply **rep,
 	      char **msg)
 {
@@ -208,14 +219,7 @@ int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx, X
 		return rv;
 	}
 	*rep = (Xstdom__Reply *)m;
-	if ((*rep)->error) {
-		if (msg)
-			*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
-					       (*rep)->message ? (*rep)->message
-							       : strerror(-(*rep)->error));
-		return (*rep)->error < 0 ? (*rep)->error : -EIO;
-	}
-	return 0;
+	return reply_status(d, *rep, ctx, msg);
 }
 
 int adom_call_empty(struct adom *d, Xstdom__Request__BodyCase body, void *ctx,
@@ -581,14 +585,7 @@ static int spare_create_call(struct adom *d, Xstdom__Request *req, void *ctx, Xs
 		return -ESRCH;
 	}
 	*rep = (Xstdom__Reply *)m;
-	if ((*rep)->error) {
-		if (msg)
-			*msg = talloc_asprintf(ctx, "domain %u: %s", d->domid,
-					       (*rep)->message ? (*rep)->message
-							       : strerror(-(*rep)->error));
-		return (*rep)->error < 0 ? (*rep)->error : -EIO;
-	}
-	return 0;
+	return reply_status(d, *rep, ctx, msg);
 }
 
 /* The spare taken for d died before it answered: forget it, so d can start cold. */

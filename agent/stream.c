@@ -378,10 +378,32 @@ static int ram_zero_page(struct ram_batch *b, uint64_t gfn, bool resend)
 	return b->nz == STREAM_BATCH ? ram_flush_zeros(b) : 0;
 }
 
+/* Page g of the mapped RAM: a zero page is counted (and listed when resending), any
+ * other joins the batch. */
+static int ram_take_page(struct ram_batch *b, uint64_t g, bool resend)
+{
+	static const uint8_t zero[STREAM_PAGE];
+
+	if (memcmp(b->ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0)
+		return ram_zero_page(b, g, resend);
+	put64(b->gfns + (size_t)b->n++ * 8, g);
+	return b->n == STREAM_BATCH ? ram_flush_pages(b) : 0;
+}
+
+/* Sends what the batch still holds (unless rv already failed) and frees it. */
+static int ram_batch_end(struct ram_batch *b, int rv)
+{
+	if (rv == 0)
+		rv = ram_flush_pages(b);
+	if (rv == 0)
+		rv = ram_flush_zeros(b);
+	talloc_free(b);
+	return rv;
+}
+
 static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
 			uint32_t count, bool resend)
 {
-	static const uint8_t zero[STREAM_PAGE];
 	struct ram_batch *b = talloc_zero(t, struct ram_batch);
 	uint64_t g, next, end = gfn + count, data_end = gfn;
 	int rv = 0;
@@ -398,20 +420,9 @@ static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
 			if (g >= end || rv < 0)
 				break;
 		}
-		if (memcmp(ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0) {
-			rv = ram_zero_page(b, g, resend);
-		} else {
-			put64(b->gfns + (size_t)b->n++ * 8, g);
-			if (b->n == STREAM_BATCH)
-				rv = ram_flush_pages(b);
-		}
+		rv = ram_take_page(b, g, resend);
 	}
-	if (rv == 0)
-		rv = ram_flush_pages(b);
-	if (rv == 0)
-		rv = ram_flush_zeros(b);
-	talloc_free(b);
-	return rv;
+	return ram_batch_end(b, rv);
 }
 
 /* The pages of a dirty bitmap straight from the mapped RAM: one pass over the bitmap a
@@ -421,7 +432,6 @@ static int tx_batch_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t gfn,
 static int tx_bitmap_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t npages,
 			 const uint8_t *bitmap, size_t len, bool resend)
 {
-	static const uint8_t zero[STREAM_PAGE];
 	struct ram_batch *b = talloc_zero(t, struct ram_batch);
 	size_t w;
 	int rv = 0;
@@ -441,21 +451,10 @@ static int tx_bitmap_ram(struct stream_tx *t, struct adom_ram *ram, uint64_t npa
 			word &= word - 1;
 			if (g >= npages)
 				break;
-			if (memcmp(ram->mem + g * STREAM_PAGE, zero, STREAM_PAGE) == 0) {
-				rv = ram_zero_page(b, g, resend);
-			} else {
-				put64(b->gfns + (size_t)b->n++ * 8, g);
-				if (b->n == STREAM_BATCH)
-					rv = ram_flush_pages(b);
-			}
+			rv = ram_take_page(b, g, resend);
 		}
 	}
-	if (rv == 0)
-		rv = ram_flush_pages(b);
-	if (rv == 0)
-		rv = ram_flush_zeros(b);
-	talloc_free(b);
-	return rv;
+	return ram_batch_end(b, rv);
 }
 
 int stream_tx_pages(struct stream_tx *t, struct adom *d, uint64_t npages, const uint8_t *bitmap,

@@ -244,7 +244,7 @@ def test_kvm_cpuid_mask_unknown_feature(tmp_path):
     h = Host(tmp_path, "host", core="kvm", agent_args=["--cpuid-mask", "mmx,nosuch"]).start()
     try:
         cfg = tmp_path / "vk.cfg"
-        cfg.write_text(CFG.format(name="vk", mem=64, kernel=GUEST))
+        cfg.write_text(CFG.format(name="vk", mem=64, kernel=GUEST, vcpus=1))
         r = h.xst("create", str(cfg), check=False)
         assert r.returncode == 1
         assert r.stderr.startswith(
