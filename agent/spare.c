@@ -231,6 +231,26 @@ void spare_reaped(struct agent *a, pid_t pid)
 		a->spare->reaped = true; /* spare_read sees its EOF next */
 }
 
+/* The process is stopped or traced (state T or t in /proc/PID/stat). */
+static bool spare_stopped(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false; /* gone: the poll above or the create call sees it */
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the command name may hold anything */
+	return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
 int spare_take(struct agent *a, struct adom *d, const char *core, uint64_t mib, int *handoff)
 {
 	struct spare *s = a->spare;
@@ -257,6 +277,11 @@ int spare_take(struct agent *a, struct adom *d, const char *core, uint64_t mib, 
 	pfd.events = POLLIN;
 	if (poll(&pfd, 1, 0) != 0 || s->reaped) {
 		spare_drop(a, "gone before it was taken", true);
+		return -ENOENT;
+	}
+	/* Stopped (SIGSTOP, a debugger)?  Its create would wait for the create timeout. */
+	if (spare_stopped(s->pid)) {
+		spare_drop(a, "stopped when it was to be taken", true);
 		return -ENOENT;
 	}
 	a->spare = NULL;

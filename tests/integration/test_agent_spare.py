@@ -208,6 +208,23 @@ def test_spare_killed_externally_create_still_works(host, tmp_path):
     wait_boot(h, "again")
 
 
+def test_spare_stopped_is_not_taken(host, tmp_path):
+    """A spare that is stopped (SIGSTOP, a debugger) would make its create wait for the
+    create timeout: it is dropped instead, and the create goes cold at once."""
+    h = host
+    create(h, tmp_path, "seed")
+    pid = wait_spare(h, 1)
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    create(h, tmp_path, "after")
+    assert time.monotonic() - t0 < 10
+    assert "spare process %d: stopped when it was to be taken" % pid in log(h)
+    assert not created_from_spare(h, "after")
+    wait_boot(h, "after")
+    wait_for(lambda: not alive(pid), what="the stopped spare killed")
+    assert not [n for n in spare_files(h) if n.startswith("spare-%d." % pid)]
+
+
 def test_agent_stop_leaves_no_spare(tmp_path, kvm):
     h = Host(tmp_path, "host", core="kvm").start()
     try:
