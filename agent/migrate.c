@@ -195,28 +195,6 @@ static int dirty_fetch(struct adom *d, void *ctx, Xstdom__Dirty **out, uint64_t 
 
 /* A xenstore transaction on the agent's connection: start (*tx set), or end it with
  * commit (0, or -EAGAIN when a node it read changed meanwhile) or abort. */
-static int xs_tx_start(struct agent *a, uint32_t *tx, void *ctx)
-{
-	char *rep;
-	size_t len;
-	int rv = xs_client_request(a->xs, XS_TRANSACTION_START, 0, "", 1, NULL, 0, ctx, &rep,
-				   &len);
-
-	if (rv < 0)
-		return rv;
-	*tx = (uint32_t)strtoul(rep, NULL, 10);
-	return *tx ? 0 : -EPROTO;
-}
-
-static int xs_tx_end(struct agent *a, uint32_t tx, bool commit, void *ctx)
-{
-	char *rep;
-	size_t len;
-
-	return xs_client_request(a->xs, XS_TRANSACTION_END, tx, commit ? "T" : "F", 2, NULL, 0,
-				 ctx, &rep, &len);
-}
-
 /* Pause, then the last dirty bitmap and the vm/vcpu state, in one call. */
 static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
 		     Xstdom__StateBlob **state, char **msg)
@@ -414,7 +392,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	 * paused tells whether any node changed since (EAGAIN), and only then is it read
 	 * and sent again during the pause.  Without a transaction: read during the pause. */
 	what = "sending the xenstore subtree";
-	if (xs_tx_start(a, &xs_tx, ctx) == 0) {
+	if (xs_client_txn_start(a->xs, &xs_tx) == 0) {
 		rv = stream_tx_xs_subtree(t, d, xs_tx);
 		if (rv == 0)
 			rv = stream_tx_flush(t);
@@ -459,7 +437,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
 		tp[1] = now_s();
 		if (rv == 0 && xs_tx) {
-			xs_same = xs_tx_end(a, xs_tx, true, ctx) == 0;
+			xs_same = xs_client_txn_end(a->xs, xs_tx, true) == 0;
 			xs_tx = 0;
 		}
 		if (rv == 0 && !xs_same)
@@ -502,7 +480,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 fail:
 	(void)committed;
 	if (xs_tx)
-		xs_tx_end(a, xs_tx, false, ctx);
+		xs_client_txn_end(a->xs, xs_tx, false);
 	note_dest(a, domid, name, NULL);
 	if (o.transport && strcmp(what, "handing over") == 0) {
 		/* The destination may run it already: never resume a second copy blindly. */

@@ -524,7 +524,7 @@ int xs_client_txn_start(struct xs_client *c, uint32_t *tx_out)
 		return ret;
 	*tx_out = (uint32_t)strtoul(body, NULL, 10);
 	talloc_free(body);
-	return 0;
+	return *tx_out ? 0 : -EPROTO; /* 0 is no transaction */
 }
 
 int xs_client_txn_end(struct xs_client *c, uint32_t tx, bool commit)
