@@ -161,6 +161,9 @@ int adom_call(struct adom *d, Xstdom__Request *req, int timeout_ms, void *ctx,
 int adom_call_empty(struct adom *d, Xstdom__Request__BodyCase body, void *ctx,
 		    Xstdom__Reply **rep, char **msg);
 int adom_info(struct adom *d, void *ctx, Xstdom__Info **info);
+/* Dial a domain process's control and event sockets, $rundir/STEM.ipc and .events. */
+int adom_dial(void *ctx, struct agent *a, const char *stem, struct xst_rpc **rpc,
+	      struct xst_rpc **sub, int *sub_fd);
 
 /* ram.c: the domain's RAM mapped here (read-only, or writable for a restore). */
 struct adom_ram {

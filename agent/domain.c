@@ -488,26 +488,34 @@ static void kill_domain_process(struct adom *d)
 	remove_files(d->a, d->domid);
 }
 
-static int dom_connect(struct adom *d)
+int adom_dial(void *ctx, struct agent *a, const char *stem, struct xst_rpc **rpc,
+	      struct xst_rpc **sub, int *sub_fd)
 {
-	struct agent *a = d->a;
-	char *ipc = talloc_asprintf(d, "ipc://%s/dom-%u.ipc", a->rundir, d->domid);
-	char *ev = talloc_asprintf(d, "ipc://%s/dom-%u.events", a->rundir, d->domid);
+	char *ipc = talloc_asprintf(ctx, "ipc://%s/%s.ipc", a->rundir, stem);
+	char *ev = talloc_asprintf(ctx, "ipc://%s/%s.events", a->rundir, stem);
 	int rv, fd;
 
 	if (!ipc || !ev)
 		return -ENOMEM;
-	rv = xst_rpc_dial(d, ipc, &d->rpc);
+	rv = xst_rpc_dial(ctx, ipc, rpc);
 	if (rv < 0)
 		return rv;
-	rv = xst_rpc_subscribe(d, ev, &d->sub);
+	rv = xst_rpc_subscribe(ctx, ev, sub);
 	if (rv < 0)
 		return rv;
-	fd = xst_rpc_poll_fd(d->sub);
+	fd = xst_rpc_poll_fd(*sub);
 	if (fd < 0)
 		return fd;
-	d->sub_fd = fd;
+	*sub_fd = fd;
 	return 0;
+}
+
+static int dom_connect(struct adom *d)
+{
+	char stem[32];
+
+	snprintf(stem, sizeof(stem), "dom-%u", d->domid);
+	return adom_dial(d, d->a, stem, &d->rpc, &d->sub, &d->sub_fd);
 }
 
 static void random_uuid(uint8_t u[16])

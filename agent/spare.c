@@ -156,24 +156,13 @@ int spare_fd(struct agent *a)
 	return a->spare ? a->spare->handoff : -1;
 }
 
-/* Dial the spare's sockets, as dom_connect does for a domain. */
+/* Dial the spare's sockets (spare-PID.ipc / .events), as for a domain. */
 static int spare_connect(struct agent *a, struct spare *s)
 {
-	char *ipc = talloc_asprintf(s, "ipc://%s/spare-%u.ipc", a->rundir, (unsigned int)s->pid);
-	char *ev = talloc_asprintf(s, "ipc://%s/spare-%u.events", a->rundir, (unsigned int)s->pid);
-	int rv;
+	char stem[32];
 
-	if (!ipc || !ev)
-		return -ENOMEM;
-	rv = xst_rpc_dial(s, ipc, &s->rpc);
-	if (rv == 0)
-		rv = xst_rpc_subscribe(s, ev, &s->sub);
-	if (rv == 0) {
-		s->sub_fd = xst_rpc_poll_fd(s->sub);
-		if (s->sub_fd < 0)
-			rv = s->sub_fd;
-	}
-	return rv;
+	snprintf(stem, sizeof(stem), "spare-%u", (unsigned int)s->pid);
+	return adom_dial(s, a, stem, &s->rpc, &s->sub, &s->sub_fd);
 }
 
 /* Read what the spare sent: its "ready", or EOF.  timeout_ms as for poll. */
