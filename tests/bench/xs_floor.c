@@ -8,10 +8,11 @@
  * It keeps no store: READ is answered with 32 bytes, TRANSACTION_START with
  * transaction id 1, every other request with "OK" (so transactions never conflict and
  * watches never fire: only xs_bench --only rw,tx makes sense against it).  Its event
- * loop does what xstored's does on the request path: epoll, one recv per readable
- * connection, replies sent at once, and the same yielding busy-poll window (default
- * 50 us, as xstored) after input.  tests/bench/run-xenstore prints its figures beside
- * xstored's and C xenstored's.  Runs until killed.
+ * loop does what xstored's does on the request path: epoll, one peeking recv per
+ * readable connection, replies sent at once, the request bytes consumed after them,
+ * and the same yielding busy-poll window (default 50 us, as xstored) after input.
+ * tests/bench/run-xenstore prints its figures beside xstored's and C xenstored's.
+ * Runs until killed.
  */
 #include <errno.h>
 #include <sched.h>
@@ -134,6 +135,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (;;) {
+        static char sink[BUF];
         struct epoll_event evs[64];
         int n = 0;
 
@@ -177,7 +179,9 @@ int main(int argc, char **argv)
                 continue;
             }
             c = clients[fd];
-            got = recv(fd, c->buf + c->have, BUF - c->have, MSG_DONTWAIT);
+            /* Peek, answer, then consume, as xstored does (store/socket.c): the
+             * client is woken once, by the reply, not also by the freed request. */
+            got = recv(fd, c->buf + c->have, BUF - c->have, MSG_DONTWAIT | MSG_PEEK);
             if (got < 0 && (errno == EAGAIN || errno == EINTR))
                 continue;
             if (got <= 0) {
@@ -186,7 +190,8 @@ int main(int argc, char **argv)
             }
             active = true;
             c->have += (size_t)got;
-            if (answer(fd, c) < 0)
+            if (answer(fd, c) < 0 ||
+                recv(fd, sink, (size_t)got, MSG_DONTWAIT) != got)
                 drop(ep, fd);
         }
     }

@@ -1,6 +1,8 @@
 """xstored's byte stream handling (spec §1-§3): framing, partial I/O, malformed input.
 Talks raw bytes over the real socket of a real daemon."""
+import fcntl
 import struct
+import termios
 import time
 
 import pytest
@@ -48,6 +50,39 @@ def test_pipelined_requests_answered_in_order(conn):
     for i in range(200):
         r = conn.read_msg()
         assert (r.req_id, r.body) == (1000 + i, b"v%d" % i)
+
+
+def unconsumed(sock):
+    """Bytes this end sent that the peer has not read yet (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def test_handled_requests_are_consumed_once(conn):
+    # xstored peeks at requests and consumes their bytes after the replies
+    # (store/socket.c): every request is answered exactly once, and nothing it has
+    # answered stays queued in the socket.
+    conn.write("/once", b"0")
+    for i in range(50):
+        conn.send(pack("WRITE", b"/once\0%d" % i, req_id=i))
+        assert conn.read_msg().req_id == i
+        deadline = time.monotonic() + 2
+        while unconsumed(conn.sock) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert unconsumed(conn.sock) == 0
+    assert conn.read("/once") == b"49"
+    conn.no_event(0.2)  # and no duplicate reply
+
+
+def test_requests_around_passed_fds_answered_once(conn, tmp_path):
+    # A message carrying descriptors is read for real rather than peeked; the
+    # requests before and after it in the stream are each answered once.
+    f = open(tmp_path / "f", "w")
+    conn.send(pack("READ", b"/tool\0", req_id=1))
+    conn.send(pack("READ", b"/tool\0", req_id=2), fds=[f.fileno()])
+    conn.send(pack("READ", b"/tool\0", req_id=3))
+    assert [conn.read_msg().req_id for _ in range(3)] == [1, 2, 3]
+    conn.no_event(0.2)
+    f.close()
 
 
 def test_oversized_payload_closes_only_that_connection(xstored):
