@@ -315,27 +315,26 @@ int do_directory(struct req *r)
 }
 
 /* DIRECTORY_PART from the packed list: off is a byte offset into it (it may point
- * into a name, as C xenstored allows); whole pieces up to the next NUL are copied
- * while they fit. */
+ * into a name, as C xenstored allows); the pieces up to each following NUL are
+ * taken while they fit.  They are contiguous in the list, so the reply is the bytes
+ * from off up to the last NUL that fits, found with one memrchr and copied at once. */
 static int directory_part_packed(struct req *r, char *out, size_t glen, const char *list,
 				 size_t total, size_t off)
 {
-	size_t maxlen = XS_PAYLOAD_MAX - glen - 2, clen = 0, p = off;
+	size_t maxlen = XS_PAYLOAD_MAX - glen - 2, clen = 0;
+	const char *e;
 
 	if (off >= total) {
 		out[glen + 1] = '\0';
 		return reply(r, out, glen + 2);
 	}
-	while (p < total) {
-		const char *e = memchr(list + p, '\0', total - p);
-		size_t l = (size_t)(e - (list + p));
-		if (clen + l >= maxlen)
-			break;
-		memcpy(out + glen + 1 + clen, list + p, l + 1);
-		clen += l + 1;
-		p += l + 1;
+	/* a piece fits while its NUL lies before off + maxlen */
+	e = memrchr(list + off, '\0', (total - off < maxlen ? total - off : maxlen));
+	if (e) {
+		clen = (size_t)(e - (list + off)) + 1;
+		memcpy(out + glen + 1, list + off, clen);
 	}
-	if (p >= total)
+	if (off + clen >= total)
 		out[glen + 1 + clen++] = '\0';
 	return reply(r, out, glen + 1 + clen);
 }
