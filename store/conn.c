@@ -21,7 +21,7 @@
 
 struct conn *conn_list;
 static struct conn *dead_list;
-static struct conn *dirty_list;
+static struct conn *dirty_list, *dirty_tail;
 static uint32_t next_conn_id = 1;
 static unsigned long nconns;
 
@@ -177,10 +177,14 @@ int conn_queue(struct conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id, c
 	c->out_bytes += m->len;
 	if (trace_on())
 		trace_msg(is_event ? "OUT" : "OUT", c, &h, m->data + sizeof(h));
-	if (!c->dirty) {
+	if (!c->dirty) { /* in the order output was queued: see conn_flush_dirty() */
 		c->dirty = true;
-		c->dnext = dirty_list;
-		dirty_list = c;
+		c->dnext = NULL;
+		if (dirty_tail)
+			dirty_tail->dnext = c;
+		else
+			dirty_list = c;
+		dirty_tail = c;
 	}
 	return 0;
 }
@@ -255,6 +259,8 @@ void conn_flush_dirty(void)
 	while (dirty_list) {
 		struct conn *c = dirty_list;
 		dirty_list = c->dnext;
+		if (!dirty_list)
+			dirty_tail = NULL;
 		c->dirty = false;
 		if (!c->dead)
 			conn_flush(c);

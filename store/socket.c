@@ -164,7 +164,10 @@ static void sock_event(struct ev_source *src, uint32_t events)
 	if ((events & EPOLLIN) && !(events & EPOLLOUT))
 		conn_read_some(c);
 	/* Send replies at once: polling for EPOLLOUT only when the socket is full keeps
-	 * the request path at three syscalls (epoll_wait, recvmsg, send). */
+	 * the request path short.  Everything the requests queued goes out in the order
+	 * it was queued: the watch events a write fired reach their watchers before the
+	 * writer has its reply and can send the next write. */
+	conn_flush_dirty();
 	if (!c->dead)
 		conn_flush(c);
 	if ((events & EPOLLIN) && (events & EPOLLOUT) && !c->dead) {

@@ -260,6 +260,25 @@ def test_events_fire_in_watch_registration_order(conn, xstored):
     w.close()
 
 
+def test_watchers_events_sent_before_the_writers_reply(conn, xstored):
+    # xstored sends what a request queued in queue order: a watcher's event is in its
+    # socket by the time the writer has its reply (this paces a writer to its
+    # watchers, and keeps fan-out latency down: docs/xstored.md)
+    import select
+    ws = [SockConn(xstored.socket) for _ in range(300)]
+    for i, w in enumerate(ws):
+        w.call("WATCH", "/fo", "t%d" % i)
+        assert w.next_event() == (b"/fo", b"t%d" % i)
+    for n in range(5):
+        conn.write("/fo/e%d" % n, "v")
+        ready = select.select([w.sock for w in ws], [], [], 0)[0]
+        assert len(ready) == len(ws), (n, len(ready))
+        for i, w in enumerate(ws):
+            assert w.next_event() == (b"/fo/e%d" % n, b"t%d" % i)
+    for w in ws:
+        w.close()
+
+
 def test_transaction_event_order_and_net_changes(conn, xstored):
     w = SockConn(xstored.socket)
     conn.write("/f/x/y", "")
