@@ -1,10 +1,13 @@
 """Debian's Linux kernel as an xst kvm guest: the bzImage from linux-image-amd64
 (/boot/vmlinuz-*) with the busybox initramfs tests/guests/linux builds, created with
 `xst create` through a real xstored + xst-agent.  The guest's /init prints a marker on
-the console and starts xst-guestd, which answers `xst shutdown` by powering off.
+the console and starts xst-guestd, which answers `xst shutdown` by powering off.  The
+booted guest is saved and restored, then live-migrated to a second host (network
+namespaces, as tests/integration/test_migrate_sim.py) before it is shut down there.
 
 Slow on KVM's PVM backend (guest kernel code is emulated, docs/kvm.md): the test
-prints the boot time.  Skips, printing why, only when /dev/kvm is unusable."""
+prints the boot time.  Skips, printing why, only when /dev/kvm or network namespaces
+are unusable."""
 import glob
 import os
 import re
@@ -20,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 from conftest import build_path  # noqa: E402
 from kvm_util import skip_without_kvm  # noqa: E402
-from netns_util import Host  # noqa: E402
+from netns_util import Lab, netns_usable  # noqa: E402
 
 INITRD = build_path("tests", "guests", "linux", "initramfs.cpio")
 MARKER = re.compile(r"XST-LINUX-READY uptime=([0-9.]+)")
@@ -62,10 +65,14 @@ def need_kvm():
 
 
 @pytest.fixture
-def host(tmp_path):
-    h = Host(tmp_path, "host", core="kvm").start()
-    yield h
-    h.stop()
+def lab(tmp_path):
+    """Two kvm hosts, each a network namespace with its own xstored and xst-agent."""
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
+    with Lab(tmp_path, 2, core="kvm") as lab:
+        yield lab
 
 
 def wait_console(h, d, rx, timeout, what):
@@ -94,7 +101,8 @@ def shell_echo(h, name, d, tag, timeout=300):
     wait_console(h, d, re.compile(r"XST-%s-42" % tag), timeout, "shell answer " + tag)
 
 
-def test_kvm_linux_boots_saves_restores_and_powers_off(host, tmp_path):
+def test_kvm_linux_boots_saves_restores_migrates_and_powers_off(lab, tmp_path):
+    host, other = lab.hosts
     kernel = debian_kernel()
     cfg = tmp_path / "lx.cfg"
     cfg.write_text(CFG.format(name="lx", kernel=kernel, ramdisk=INITRD, cmdline=CMDLINE))
@@ -122,8 +130,18 @@ def test_kvm_linux_boots_saves_restores_and_powers_off(host, tmp_path):
     d2 = host.domid("lx")
     shell_echo(host, "lx", d2, "B")
     assert not MARKER.search(host.console_log(d2)), "the restored guest booted again"
-    t1 = time.monotonic()
-    r = host.xst("shutdown", "-w", "lx", timeout=180)
-    assert "Domain %d has been shut down, reason code 0" % d2 in r.stderr, r.stderr
-    print("xst shutdown -w: %.1f s" % (time.monotonic() - t1))
+    # Live migration to the other host: the same kernel goes on running there, its
+    # shell answers on the new host's console, and its xenstore watch moved with it.
+    r = host.xst("migrate", "lx", other.addr, timeout=180)
+    assert r.stdout.startswith("migrated domain "), r.stdout
+    print("xst migrate: %s" % r.stdout.strip())
     assert host.domains() == {}
+    d3 = other.domid("lx")
+    shell_echo(other, "lx", d3, "C")
+    assert not MARKER.search(other.console_log(d3)), "the migrated guest booted again"
+    assert other.log_has("domain %d: 1 xenstore watches carried over" % d3)
+    t1 = time.monotonic()
+    r = other.xst("shutdown", "-w", "lx", timeout=180)
+    assert "Domain %d has been shut down, reason code 0" % d3 in r.stderr, r.stderr
+    print("xst shutdown -w: %.1f s" % (time.monotonic() - t1))
+    assert other.domains() == {}
