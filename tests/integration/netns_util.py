@@ -10,7 +10,8 @@ import re
 import shutil
 import signal
 import subprocess
-import time
+
+import pytest
 
 from conftest import build_path, wait_for
 
@@ -42,6 +43,14 @@ def netns_usable():
         return "ip netns add: " + r.stderr.strip()
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return None
+
+
+def skip_without_netns():
+    """Skip the calling test, printing why, only when network namespaces are unusable."""
+    why = netns_usable()
+    if why:
+        print("skipping: " + why)
+        pytest.skip(why)
 
 
 class Host:

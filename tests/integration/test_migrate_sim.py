@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import build_path, wait_for
-from netns_util import Lab, netns_usable, ticks
+from netns_util import Lab, skip_without_netns, ticks
 from xstored_util import SockConn
 
 CFG = """name = "{name}"
@@ -26,10 +26,7 @@ WL = "dirty=8M/s,console=50ms,ws=8M"
 
 @pytest.fixture(scope="module")
 def netns_ok():
-    why = netns_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_netns()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import build_path, wait_for
 from kvm_util import skip_without_kvm
-from netns_util import Host, Lab, netns_usable
+from netns_util import Host, Lab, skip_without_netns
 
 GUEST = build_path("tests", "guests", "xstguest")
 CFG = """name = "{name}"
@@ -154,10 +154,7 @@ def test_kvm_bad_files_refused(host, tmp_path):
 
 
 def test_kvm_live_migration_ping_pong(tmp_path):
-    why = netns_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_netns()
     with Lab(tmp_path, 2, core="kvm") as lab:
         a, b = lab.hosts
         create(a, tmp_path, mem=128)
@@ -180,10 +177,7 @@ def test_kvm_live_migration_ping_pong(tmp_path):
 
 
 def test_kvm_to_sim_refused(tmp_path):
-    why = netns_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_netns()
     with Lab(tmp_path, 2, cores=["kvm", "sim"]) as lab:
         a, b = lab.hosts
         d = create(a, tmp_path)
@@ -202,10 +196,7 @@ def test_kvm_cpu_mismatch_refused_before_anything_moves(tmp_path):
     features when it moves to a wider host, so it may move on to a host with the mask,
     not to a narrower one.  (clflush and mmx: in KVM's supported CPUID everywhere, PVM
     included; the test guest uses neither.)"""
-    why = netns_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_netns()
     with Lab(tmp_path, 3, core="kvm",
              agent_args=[[], ["--cpuid-mask", "clflush"], ["--cpuid-mask", "clflush,mmx"]]) as lab:
         a, b, c = lab.hosts

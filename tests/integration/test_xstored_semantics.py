@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from conftest import XEN_BIN
-from xstored_util import SockConn, TYPES, XsError, args
+from xstored_util import SockConn, TYPES, args
 
 
 @pytest.fixture

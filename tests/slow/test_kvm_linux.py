@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 from conftest import build_path  # noqa: E402
 from kvm_util import skip_without_kvm  # noqa: E402
-from netns_util import Lab, netns_usable  # noqa: E402
+from netns_util import Lab, skip_without_netns  # noqa: E402
 
 INITRD = build_path("tests", "guests", "linux", "initramfs.cpio")
 MARKER = re.compile(r"XST-LINUX-READY uptime=([0-9.]+)")
@@ -67,10 +67,7 @@ def need_kvm():
 @pytest.fixture
 def lab(tmp_path):
     """Two kvm hosts, each a network namespace with its own xstored and xst-agent."""
-    why = netns_usable()
-    if why:
-        print("skipping: " + why)
-        pytest.skip(why)
+    skip_without_netns()
     with Lab(tmp_path, 2, core="kvm") as lab:
         yield lab
 
