@@ -139,6 +139,7 @@ struct agent {
 };
 
 /* log.c */
+double agent_mono_s(void); /* CLOCK_MONOTONIC, seconds: durations for the log */
 void agent_log(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int agent_log_init(struct agent *a);
 /* The kept log as one string on ctx. */

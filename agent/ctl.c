@@ -1070,19 +1070,16 @@ void ctl_serve(struct agent *a, struct xst_rpc *srv)
 		struct adom *d = a->destroy_after_reply;
 		uint32_t domid = d->domid;
 		char *msg = NULL;
-		struct timespec t0, t1;
+		double t0 = agent_mono_s();
 
 		a->destroy_after_reply = NULL;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rv = adom_destroy(d, &msg, ctx);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (rv < 0)
 			agent_log(a, "domain %u: destroying it after the reply: %s", domid,
 				  msg ? msg : strerror(-rv));
 		else
 			agent_log(a, "domain %u: destroyed after the reply (saved or migrated) in "
-				  "%.1f ms", domid,
-				  (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+				  "%.1f ms", domid, (agent_mono_s() - t0) * 1e3);
 	}
 	talloc_free(ctx);
 }

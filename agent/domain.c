@@ -531,14 +531,6 @@ static void random_uuid(uint8_t u[16])
 	u[8] = (u[8] & 0x3f) | 0x80; /* variant */
 }
 
-static double mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /*
  * `create` to a domain process taken from the spare, watching the process meanwhile: a
  * spare killed just before it was taken (still exiting when spare_take looked) would
@@ -684,11 +676,11 @@ int adom_create(struct agent *a, const Xstagent__DomainConfig *cfg, unsigned int
 		d->affinity[i] = talloc_strdup(d->affinity, cfg->cpus ? cfg->cpus : "all");
 	core = strcmp(cfg->core, "auto") == 0 ? a->core : cfg->core;
 
-	tm[0] = mono_now();
+	tm[0] = agent_mono_s() * 1e3;
 	/* A warm spare process of this size if there is one (spare.c), else a cold start. */
 	spare = spare_take(a, d, core, cfg->maxmem_mib, &handoff) == 0;
 	if (spare) {
-		tm[1] = tm[2] = mono_now();
+		tm[1] = tm[2] = agent_mono_s() * 1e3;
 		goto connected;
 	}
 cold:
@@ -710,14 +702,14 @@ cold:
 				       domid, why ? why : strerror(-rv), a->rundir, domid);
 		goto fail;
 	}
-	tm[1] = mono_now();
+	tm[1] = agent_mono_s() * 1e3;
 	rv = dom_connect(d);
 	if (rv < 0) {
 		emsg =
 		    talloc_asprintf(ctx, "cannot connect to the domain process: %s", strerror(-rv));
 		goto fail;
 	}
-	tm[2] = mono_now();
+	tm[2] = agent_mono_s() * 1e3;
 connected:
 	rv = xst_rpc_pack(&d->cfg->base, ctx, &blob, &blen);
 	if (rv < 0)
@@ -751,7 +743,7 @@ connected:
 		goto fail;
 	}
 	d->ring_gfn = gfn;
-	tm[3] = mono_now();
+	tm[3] = agent_mono_s() * 1e3;
 	rv = xs_client_introduce(a->xs, domid, gfn, 1, fds);
 	if (rv < 0) {
 		emsg = talloc_asprintf(ctx, "xenstored refused to introduce domain %u: %s", domid,
@@ -779,7 +771,7 @@ connected:
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	close(handoff);
-	tm[4] = mono_now();
+	tm[4] = agent_mono_s() * 1e3;
 	if (spare)
 		agent_log(a, "domain %u (%s) created: uuid %s, core %s, pid %d%s, from the spare "
 			  "(%.1f ms: spare taken %.1f, vm created %.1f, xenstore %.1f)", domid,

@@ -43,6 +43,14 @@ static void keep(struct agent *a, const char *s, size_t n)
 	}
 }
 
+double agent_mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 void agent_log(struct agent *a, const char *fmt, ...)
 {
 	char line[1024];

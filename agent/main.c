@@ -89,17 +89,9 @@ static int daemonize(void)
 	return 0;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void loop(struct agent *a)
 {
-	uint64_t next_tick = mono_ms() + 1000;
+	uint64_t next_tick = (uint64_t)(agent_mono_s() * 1e3) + 1000;
 
 	while (!a->stop) {
 		unsigned int n = 0, i, nd = 0;
@@ -131,7 +123,7 @@ static void loop(struct agent *a)
 		spare = spare_fd(a);
 		pfd[n].fd = spare; /* poll ignores -1 */
 		pfd[n++].events = POLLIN;
-		now = mono_ms();
+		now = (uint64_t)(agent_mono_s() * 1e3);
 		timeout = next_tick > now ? (int)(next_tick - now) : 0;
 		rv = poll(pfd, n, timeout);
 		if (rv < 0 && errno != EINTR)
@@ -158,10 +150,10 @@ static void loop(struct agent *a)
 				adom_events(d);
 			}
 		}
-		if (mono_ms() >= next_tick) {
+		if ((uint64_t)(agent_mono_s() * 1e3) >= next_tick) {
 			agent_supervise(a);
 			spare_start(a); /* after a failure: one try a tick */
-			next_tick = mono_ms() + 1000;
+			next_tick = (uint64_t)(agent_mono_s() * 1e3) + 1000;
 		}
 		talloc_free(tmp);
 	}
@@ -335,9 +327,10 @@ int main(int argc, char **argv)
 		agent_log(a, "spare: %s", strerror(-rv));
 	if (a->spare_cfg == AGENT_SPARE_AUTO)
 		agent_log(a, "spare: auto (the size of the last kvm domain created)");
+	else if (a->spare_cfg)
+		agent_log(a, "spare: %lld MiB", (long long)a->spare_cfg);
 	else
-		agent_log(a, "spare: %s%lld%s", a->spare_cfg ? "" : "off (",
-			  (long long)a->spare_cfg, a->spare_cfg ? " MiB" : ")");
+		agent_log(a, "spare: off");
 	spare_start(a);
 	agent_log(a, "serving on %s (%u domains)", url, a->ndoms);
 

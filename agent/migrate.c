@@ -59,7 +59,6 @@ struct mig_out {
 	void *ctx;
 };
 
-static double now_s(void);
 
 static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 {
@@ -88,7 +87,7 @@ static int mig_sink(void *arg, const uint8_t *buf, size_t len)
 	o->sent += len;
 	if (rv == 0 && o->bw > 0) {
 		/* --bandwidth: never ahead of the cap */
-		double ahead = o->sent / o->bw - (now_s() - o->t0);
+		double ahead = o->sent / o->bw - (agent_mono_s() - o->t0);
 
 		if (ahead > 0)
 			usleep((useconds_t)(ahead * 1e6));
@@ -193,8 +192,6 @@ static int dirty_fetch(struct adom *d, void *ctx, Xstdom__Dirty **out, uint64_t 
 	return 0;
 }
 
-/* A xenstore transaction on the agent's connection: start (*tx set), or end it with
- * commit (0, or -EAGAIN when a node it read changed meanwhile) or abort. */
 /* Pause, then the last dirty bitmap and the vm/vcpu state, in one call. */
 static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
 		     Xstdom__StateBlob **state, char **msg)
@@ -209,14 +206,6 @@ static int stop_copy(struct adom *d, void *ctx, Xstdom__Dirty **dirty,
 	*dirty = rep->stop_copy->dirty;
 	*state = rep->stop_copy->state;
 	return 0;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static char *url_for(void *ctx, const char *host)
@@ -264,7 +253,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	Xstdom__Info *info;
 	Xstdom__Dirty *dy = NULL;
 	uint64_t npages, count = 0, prev = UINT64_MAX;
-	double t0 = now_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0, ttotal;
+	double t0 = agent_mono_s(), ts, rate = MIG_MIN_RATE, tdown = 0, run_ms = 0, ttotal;
 	double tp[6] = { 0 }; /* stop-and-copy: start, paused, pages, xenstore, state, end */
 	bool was_paused, paused = false, logging = false, throttled = false, committed = false;
 	bool xs_same = false;
@@ -328,14 +317,14 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		goto fail;
 	logging = true;
 	what = "copying memory";
-	ts = now_s();
+	ts = agent_mono_s();
 	rv = stream_tx_pages(t, d, npages, NULL, 0, false, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_flush(t);
 	if (rv < 0)
 		goto fail;
-	if (t->bytes > 1u << 20 && now_s() - ts > 0.001)
-		rate = t->bytes / (now_s() - ts);
+	if (t->bytes > 1u << 20 && agent_mono_s() - ts > 0.001)
+		rate = t->bytes / (agent_mono_s() - ts);
 	for (round = 1; round <= max_rounds; round++) {
 		uint64_t before = t->bytes;
 
@@ -368,7 +357,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if ((double)count * STREAM_PAGE <= rate * downtime_ms / 2000.0 &&
 		    (count <= MIG_TAIL_PAGES || count * 2 > prev))
 			break;
-		ts = now_s();
+		ts = agent_mono_s();
 		rv = stream_tx_pages(t, d, npages, dy->bitmap.data, dy->bitmap.len, true, &msg,
 				     rtmp);
 		if (rv == 0)
@@ -376,9 +365,9 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (rv < 0)
 			goto fail;
 		agent_log(a, "domain %u: round %u: %" PRIu64 " dirty pages, %.1f ms", domid, round,
-			  count, (now_s() - ts) * 1000);
-		if (t->bytes - before > (1u << 20) && now_s() - ts > 0.001)
-			rate = (t->bytes - before) / (now_s() - ts);
+			  count, (agent_mono_s() - ts) * 1000);
+		if (t->bytes - before > (1u << 20) && agent_mono_s() - ts > 0.001)
+			rate = (t->bytes - before) / (agent_mono_s() - ts);
 		if (!throttled && round >= 2 && count * 10 > prev * 8) {
 			throttled = true;
 			run_ms = 50;
@@ -403,7 +392,7 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 	 * pauses, fetches the last dirty bitmap and saves the state (a domain process that
 	 * does not know stop_copy gets the three calls). */
 	what = "stop-and-copy";
-	tdown = tp[5] = now_s();
+	tdown = tp[5] = agent_mono_s();
 	{
 		Xstdom__Dirty *last = NULL;
 		Xstdom__StateBlob *state = NULL;
@@ -433,9 +422,9 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 		if (dy && round <= max_rounds)
 			for (i = 0; i < len && i < dy->bitmap.len; i++)
 				map[i] |= dy->bitmap.data[i];
-		tp[0] = now_s();
+		tp[0] = agent_mono_s();
 		rv = stream_tx_pages(t, d, npages, map, len, true, &msg, ctx);
-		tp[1] = now_s();
+		tp[1] = agent_mono_s();
 		if (rv == 0 && xs_tx) {
 			xs_same = xs_client_txn_end(a->xs, xs_tx, true) == 0;
 			xs_tx = 0;
@@ -444,20 +433,20 @@ int migrate_send(struct agent *a, const Xstagent__Migrate *mreq, Xstagent__Reply
 			rv = stream_tx_xs_subtree(t, d, 0);
 		if (rv == 0)
 			rv = stream_tx_xs_watches(t, d);
-		tp[2] = now_s();
+		tp[2] = agent_mono_s();
 		if (rv == 0)
 			rv = state ? stream_tx_state_blob(t, state) : stream_tx_state(t, d, &msg, ctx);
-		tp[3] = now_s();
+		tp[3] = agent_mono_s();
 	}
 	what = "handing over";
 	if (rv == 0)
 		rv = stream_tx_end(t); /* answered once the destination runs it */
-	tp[4] = now_s();
+	tp[4] = agent_mono_s();
 	if (rv < 0)
 		goto fail;
 	committed = true;
-	tdown = now_s() - tdown;
-	ttotal = now_s() - t0; /* the guest runs there: the migration is done */
+	tdown = agent_mono_s() - tdown;
+	ttotal = agent_mono_s() - t0; /* the guest runs there: the migration is done */
 	if (was_paused)
 		agent_log(a, "domain %u was paused: the destination copy runs", domid);
 	note_dest(a, domid, name, NULL);
@@ -489,13 +478,13 @@ fail:
 		if (runs == 1) {
 			agent_log(a, "domain %u (%s): the end record got no answer, but %s runs "
 				  "it: handover complete", domid, name, url);
-			tdown = now_s() - tdown;
+			tdown = agent_mono_s() - tdown;
 			adom_destroy(d, &msg, ctx);
 			rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 			rep->text = talloc_asprintf(ctx, "migrated domain %u (%s) to %s: total %.3f s, "
 						    "downtime %.1f ms, %" PRIu64 " bytes sent (the "
 						    "confirmation was lost; checked)", domid, name,
-						    url, now_s() - t0, tdown * 1000, t->bytes);
+						    url, agent_mono_s() - t0, tdown * 1000, t->bytes);
 			return 0;
 		}
 		if (runs < 0) {
@@ -613,7 +602,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 	}
 	if (!m->has_data)
 		return 0;
-	t0 = now_s();
+	t0 = agent_mono_s();
 	rv = stream_rx_feed(in_rx, m->data.data, m->data.len);
 	if (rv < 0) {
 		rep->message = talloc_strdup(ctx, stream_rx_error(in_rx));
@@ -625,7 +614,7 @@ int migrate_recv(struct agent *a, const Xstagent__MigData *m, Xstagent__Reply *r
 		d = stream_rx_domain(in_rx);
 		agent_log(a, "domain %u (%s) migrated in and running: the last chunk (%zu bytes) "
 			  "acted on in %.1f ms (vm state %.1f)", d->domid, d->name, m->data.len,
-			  (now_s() - t0) * 1000, stream_rx_state_ms(in_rx));
+			  (agent_mono_s() - t0) * 1000, stream_rx_state_ms(in_rx));
 		rep->body_case = XSTAGENT__REPLY__BODY_DOMID;
 		rep->domid = d->domid;
 		in_end(false);

@@ -65,14 +65,6 @@ static int file_sink(void *arg, const uint8_t *buf, size_t len)
 	return 0;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, void *ctx)
 {
 	struct adom *d = adom_find(a, s->dom);
@@ -82,7 +74,7 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	Xstdom__Info *info;
 	uint64_t npages;
 	char *msg = NULL, *core;
-	double t0 = now_s(), tm[5];
+	double t0 = agent_mono_s(), tm[5];
 	int fd = -1, rv;
 
 	if (!d)
@@ -99,14 +91,14 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	fd = open(s->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return failmsg(rep, ctx, -errno, "%s: %s", s->file, strerror(errno));
-	tm[0] = now_s();
+	tm[0] = agent_mono_s();
 	if (info->state != XSTDOM__VM_STATE__PAUSED) {
 		rv = adom_call_empty(d, XSTDOM__REQUEST__BODY_PAUSE, ctx, NULL, &msg);
 		if (rv < 0)
 			goto fail;
 		paused_by_us = true;
 	}
-	tm[1] = now_s();
+	tm[1] = agent_mono_s();
 	sf.fd = fd;
 	sf.off = 0;
 	rv = stream_tx_new(ctx, file_sink, &sf, &t);
@@ -118,17 +110,17 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 		rv = stream_tx_cpu(t, d, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_pages(t, d, npages, NULL, 0, false, &msg, ctx);
-	tm[2] = now_s();
+	tm[2] = agent_mono_s();
 	if (rv == 0)
 		rv = stream_tx_xenstore(t, d);
 	if (rv == 0)
 		rv = stream_tx_state(t, d, &msg, ctx);
 	if (rv == 0)
 		rv = stream_tx_end(t);
-	tm[3] = now_s();
+	tm[3] = agent_mono_s();
 	if (rv == 0 && fsync(fd) < 0)
 		rv = -errno;
-	tm[4] = now_s();
+	tm[4] = agent_mono_s();
 	if (rv == 0 && close(fd) < 0) {
 		fd = -1;
 		rv = -errno;
@@ -145,7 +137,7 @@ int save_save(struct agent *a, const Xstagent__Save *s, Xstagent__Reply *rep, vo
 	rep->text = talloc_asprintf(ctx, "saved domain %u (%s) to %s: %" PRIu64 " bytes, %" PRIu64
 				    " pages (%" PRIu64 " zero pages skipped) in %.2f s", d->domid,
 				    d->name, s->file, t->bytes, t->pages_sent, t->pages_zero,
-				    now_s() - t0);
+				    agent_mono_s() - t0);
 	if (checkpoint) {
 		if (s->has_paused && s->paused)
 			return 0;
@@ -194,10 +186,9 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 	struct stream_rx *rx;
 	struct adom *d;
 	struct restore_file f;
-	struct stat st;
 	uint8_t *map = MAP_FAILED;
 	char err[200];
-	double t0 = now_s();
+	double t0 = agent_mono_s();
 	int rv;
 
 	if (r->file[0] != '/')
@@ -209,16 +200,15 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 		close(f.fd);
 		return failmsg(rep, ctx, -EINVAL, "%s: not an xst save file (empty)", r->file);
 	}
-	st = f.st;
-	map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, f.fd, 0);
+	map = mmap(NULL, f.st.st_size, PROT_READ, MAP_PRIVATE, f.fd, 0);
 	if (map == MAP_FAILED) {
 		rv = -errno;
 		close(f.fd);
 		return failmsg(rep, ctx, rv, "%s: %s", r->file, strerror(-rv));
 	}
-	rv = stream_verify(map, st.st_size, err, sizeof(err));
+	rv = stream_verify(map, f.st.st_size, err, sizeof(err));
 	if (rv < 0) {
-		munmap(map, st.st_size);
+		munmap(map, f.st.st_size);
 		close(f.fd);
 		return failmsg(rep, ctx, rv, "%s: %s", r->file, err);
 	}
@@ -226,9 +216,9 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 	if (rv == 0) {
 		/* stream_verify() above; the file is not checked again, only its times */
 		stream_rx_verified(rx, restore_file_unchanged, &f);
-		rv = stream_rx_feed(rx, map, (size_t)st.st_size); /* records read in place */
+		rv = stream_rx_feed(rx, map, (size_t)f.st.st_size); /* records read in place */
 	}
-	munmap(map, st.st_size);
+	munmap(map, f.st.st_size);
 	close(f.fd);
 	if (rv < 0 || !stream_rx_done(rx)) {
 		if (rv == 0)
@@ -240,7 +230,7 @@ int save_restore(struct agent *a, const Xstagent__Restore *r, Xstagent__Reply *r
 	agent_log(a, "domain %u (%s) restored from %s", d->domid, d->name, r->file);
 	rep->body_case = XSTAGENT__REPLY__BODY_TEXT;
 	rep->text = talloc_asprintf(ctx, "restored domain %u (%s) from %s in %.2f s%s", d->domid,
-				    d->name, r->file, now_s() - t0,
+				    d->name, r->file, agent_mono_s() - t0,
 				    r->has_paused && r->paused ? ", paused" : "");
 	return 0;
 }

@@ -45,15 +45,7 @@
 
 #define SPARE_READY_MS 10000 /* a take waits this long for a spare still starting */
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static void spare_files_remove(struct agent *a, pid_t pid)
+void spare_files_gone(struct agent *a, pid_t pid)
 {
 	static const char *const sfx[] = {"ipc", "events", "console", "state"};
 	char path[4096];
@@ -64,11 +56,6 @@ static void spare_files_remove(struct agent *a, pid_t pid)
 			 sfx[i]);
 		unlink(path);
 	}
-}
-
-void spare_files_gone(struct agent *a, pid_t pid)
-{
-	spare_files_remove(a, pid);
 }
 
 static int spare_destructor(struct spare *s)
@@ -92,7 +79,7 @@ static void spare_drop(struct agent *a, const char *why, bool failure)
 		kill(s->pid, SIGKILL);
 		waitpid(s->pid, NULL, 0);
 	}
-	spare_files_remove(a, s->pid);
+	spare_files_gone(a, s->pid);
 	talloc_free(s); /* closes the handoff socket and the nng sockets */
 	if (failure && ++a->spare_failures == AGENT_SPARE_FAILURES)
 		agent_log(a, "spare: %u failures in a row; no spare until a kvm domain is "
@@ -119,7 +106,7 @@ int spare_init(struct agent *a)
 	while ((de = readdir(dir)) != NULL) {
 		if (sscanf(de->d_name, "spare-%u.%15s", &pid, tail) == 2 &&
 		    kill((pid_t)pid, 0) < 0 && errno == ESRCH)
-			spare_files_remove(a, (pid_t)pid);
+			spare_files_gone(a, (pid_t)pid);
 	}
 	closedir(dir);
 	return 0;
@@ -139,7 +126,7 @@ void spare_start(struct agent *a)
 	s->sub_fd = -1;
 	s->mib = a->spare_mib;
 	talloc_set_destructor(s, spare_destructor);
-	s->t_spawn = mono_ms();
+	s->t_spawn = agent_mono_s() * 1e3;
 	/* Always the kvm core: it is the one with a vm to prepare. */
 	rv = domain_spawn(a, 0, s->mib, "kvm", &s->pid, &s->handoff);
 	if (rv < 0) {
@@ -204,7 +191,7 @@ static int spare_read(struct agent *a, int timeout_ms)
 	s->ready = true;
 	a->spare_failures = 0;
 	agent_log(a, "spare process %d ready: core %s, %llu MiB prepared (%.1f ms)", (int)s->pid,
-		  s->core, mib, mono_ms() - s->t_spawn);
+		  s->core, mib, agent_mono_s() * 1e3 - s->t_spawn);
 	return 0;
 }
 
@@ -322,6 +309,6 @@ void spare_stop(struct agent *a)
 			waitpid(s->pid, NULL, 0);
 		}
 	}
-	spare_files_remove(a, s->pid);
+	spare_files_gone(a, s->pid);
 	talloc_free(s);
 }

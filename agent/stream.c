@@ -788,10 +788,10 @@ int stream_tx_state_blob(struct stream_tx *t, const Xstdom__StateBlob *sb)
 	size_t len;
 	int rv = xst_rpc_pack(&sb->base, t, &buf, &len);
 
-	if (rv == 0)
-		rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
-	if (rv == 0)
-		talloc_free(buf);
+	if (rv < 0)
+		return rv;
+	rv = tx_record(t, REC_STATE, buf, len, NULL, 0, NULL, 0);
+	talloc_free(buf);
 	return rv;
 }
 
@@ -1225,7 +1225,7 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	ProtobufCMessage *m;
 	void *tmp = talloc_new(r);
 	char *msg = NULL;
-	struct timespec t0, t1;
+	double t0;
 	int rv;
 
 	if (!tmp)
@@ -1241,10 +1241,9 @@ static int rx_state(struct stream_rx *r, const uint8_t *p, size_t len)
 	}
 	req.body_case = XSTDOM__REQUEST__BODY_STATE_LOAD;
 	req.state_load = (Xstdom__StateBlob *)m;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = agent_mono_s();
 	rv = adom_call(r->d, &req, AGENT_CALL_MS, tmp, &rep, &msg);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	r->state_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+	r->state_ms = (agent_mono_s() - t0) * 1e3;
 	if (rv < 0)
 		rx_fail(r, rv, "loading the vm state: %s", msg ? msg : strerror(-rv));
 	else
@@ -1287,24 +1286,42 @@ static char *perms_moved(void *ctx, const char *path, const char *perms, size_t 
 	return out;
 }
 
-/* The value of relative path rel (rl bytes) in XENSTORE payload xs; false if absent. */
+/* One node of a XENSTORE payload: its path relative to the domain's home, its value
+ * and its permissions (docs/save-format.md). */
+struct xs_ent {
+	const uint8_t *rel, *val, *perms;
+	uint32_t rl, vl, ml;
+};
+
+/* The node at *off of XENSTORE payload xs (len bytes); *off moves past it.  false at
+ * the end, or at a node cut short (the rest is lost). */
+static bool xs_ent_next(const uint8_t *xs, size_t len, size_t *off, struct xs_ent *e)
+{
+	size_t o = *off;
+
+	if (o + 16 > len)
+		return false;
+	e->rl = get32(xs + o);
+	e->vl = get32(xs + o + 4);
+	e->ml = get32(xs + o + 8);
+	if (o + 16 + (size_t)e->rl + e->vl + e->ml > len)
+		return false;
+	e->rel = xs + o + 16;
+	e->val = e->rel + e->rl;
+	e->perms = e->val + e->vl;
+	*off = o + 16 + (size_t)e->rl + e->vl + e->ml;
+	return true;
+}
+
+/* The node of relative path rel (rl bytes) in XENSTORE payload xs; false if absent. */
 static bool xs_rec_find(const uint8_t *xs, size_t len, const uint8_t *rel, uint32_t rl,
-			const uint8_t **val, uint32_t *vlen)
+			struct xs_ent *found)
 {
 	size_t off = 8;
 
-	while (off + 16 <= len) {
-		uint32_t pl = get32(xs + off), vl = get32(xs + off + 4), ml = get32(xs + off + 8);
-
-		if (off + 16 + (size_t)pl + vl + ml > len)
-			break;
-		if (pl == rl && memcmp(xs + off + 16, rel, rl) == 0) {
-			*val = xs + off + 16 + pl;
-			*vlen = vl;
+	while (xs_ent_next(xs, len, &off, found))
+		if (found->rl == rl && memcmp(found->rel, rel, rl) == 0)
 			return true;
-		}
-		off += 16 + (size_t)pl + vl + ml;
-	}
 	return false;
 }
 
@@ -1322,44 +1339,35 @@ static void rx_xenstore(struct stream_rx *r, const uint8_t *prev, size_t prev_le
 	const uint8_t *vals[XS_BATCH_MAX / 3], *perms[XS_BATCH_MAX / 3];
 	bool changed[XS_BATCH_MAX / 3];
 	uint32_t vlens[XS_BATCH_MAX / 3], plens[XS_BATCH_MAX / 3], old;
+	struct xs_ent e;
 	size_t off = 8;
 	unsigned int n, k, nw;
+	bool more = true;
 
 	if (r->xs_len < 8)
 		return;
 	old = get32(r->xs);
-	while (off + 16 <= r->xs_len) {
+	while (more) {
 		void *tmp = talloc_new(r);
 
 		if (!tmp)
 			return;
-		for (n = 0; n < XS_BATCH_MAX / 3 && off + 16 <= r->xs_len;) {
-			uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
-			uint32_t ml = get32(r->xs + off + 8);
+		for (n = 0; n < XS_BATCH_MAX / 3;) {
+			struct xs_ent pe;
 			char *path;
 
-			if (off + 16 + (size_t)pl + vl + ml > r->xs_len) {
-				off = r->xs_len; /* cut short: the rest is lost */
+			more = xs_ent_next(r->xs, r->xs_len, &off, &e);
+			if (!more)
 				break;
-			}
-			path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
-					       (const char *)r->xs + off + 16);
-			vals[n] = r->xs + off + 16 + pl;
-			vlens[n] = vl;
-			if (prev) {
-				const uint8_t *pv;
-				uint32_t pvl;
-
-				changed[n] = !xs_rec_find(prev, prev_len, r->xs + off + 16, pl, &pv,
-							  &pvl) || pvl != vl ||
-					     memcmp(pv, vals[n], vl) != 0;
-			} else {
-				changed[n] = false;
-			}
-			perms[n] = r->xs + off + 16 + pl + vl;
-			plens[n] = ml;
-			off += 16 + (size_t)pl + vl + ml;
-			if (!path || strstr(path, "..") || strlen(path) + 1 + vl > XS_PAYLOAD_MAX)
+			path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)e.rl,
+					       (const char *)e.rel);
+			vals[n] = e.val;
+			vlens[n] = e.vl;
+			changed[n] = prev && (!xs_rec_find(prev, prev_len, e.rel, e.rl, &pe) ||
+					      pe.vl != e.vl || memcmp(pe.val, e.val, e.vl) != 0);
+			perms[n] = e.perms;
+			plens[n] = e.ml;
+			if (!path || strstr(path, "..") || strlen(path) + 1 + e.vl > XS_PAYLOAD_MAX)
 				continue;
 			ops[n] = (struct xs_batch_op){ .type = XS_READ, .payload = path,
 						       .len = strlen(path) + 1 };
@@ -1406,24 +1414,18 @@ static void rx_xenstore(struct stream_rx *r, const uint8_t *prev, size_t prev_le
  * lacks were removed at the source meanwhile, and go here too. */
 static void rx_xs_forget(struct stream_rx *r, const uint8_t *xs, size_t len)
 {
+	struct xs_ent e, found;
 	size_t off = 8;
 	void *tmp = talloc_new(r);
 
-	while (tmp && off + 16 <= r->xs_len) {
-		uint32_t pl = get32(r->xs + off), vl = get32(r->xs + off + 4);
-		uint32_t ml = get32(r->xs + off + 8);
-		const uint8_t *rel = r->xs + off + 16, *v;
-		uint32_t vlen;
+	while (tmp && xs_ent_next(r->xs, r->xs_len, &off, &e)) {
 		char *path;
 		int rv;
 
-		if (off + 16 + (size_t)pl + vl + ml > r->xs_len)
-			break;
-		off += 16 + (size_t)pl + vl + ml;
-		if (xs_rec_find(xs, len, rel, pl, &v, &vlen))
+		if (xs_rec_find(xs, len, e.rel, e.rl, &found))
 			continue;
-		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)pl,
-				       (const char *)rel);
+		path = talloc_asprintf(tmp, "/local/domain/%u/%.*s", r->d->domid, (int)e.rl,
+				       (const char *)e.rel);
 		if (!path || strstr(path, ".."))
 			continue;
 		rv = xs_client_request(r->a->xs, XS_RM, 0, path, strlen(path) + 1, NULL, 0, tmp,
@@ -1555,10 +1557,8 @@ static int rx_ring_reset(struct stream_rx *r)
 static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 {
 	char *msg = NULL;
+	double t[4];
 	int rv;
-
-	struct timespec ts[4];
-	int k;
 
 	if (len != 8 || (!r->verified && get64(p) != r->hash))
 		return rx_fail(r, -EINVAL, "checksum mismatch: the stream is corrupted");
@@ -1566,33 +1566,27 @@ static int rx_end(struct stream_rx *r, const uint8_t *p, size_t len)
 		return rx_fail(r, -EINVAL, "stream ends without %s", r->d ? "vm state" : "a domain");
 	if (r->verified && r->unchanged && (rv = r->unchanged(r->unchanged_arg)) < 0)
 		return rx_fail(r, rv, "the file changed while it was being restored");
-	clock_gettime(CLOCK_MONOTONIC, &ts[0]);
+	t[0] = agent_mono_s();
 	if (r->xs && !r->xs_applied)
 		rx_xenstore(r, NULL, 0);
-	clock_gettime(CLOCK_MONOTONIC, &ts[1]);
+	t[1] = agent_mono_s();
 	rv = rx_ring_reset(r);
 	if (rv < 0)
 		return rx_fail(r, rv, "re-introducing domain %u to xenstored: %s", r->d->domid,
 			       strerror(-rv));
-	clock_gettime(CLOCK_MONOTONIC, &ts[2]);
+	t[2] = agent_mono_s();
 	if (!r->paused) {
 		rv = adom_call_empty(r->d, XSTDOM__REQUEST__BODY_UNPAUSE, r, NULL, &msg);
 		if (rv < 0)
 			return rx_fail(r, rv, "unpause: %s", msg ? msg : strerror(-rv));
 	}
-	clock_gettime(CLOCK_MONOTONIC, &ts[3]);
+	t[3] = agent_mono_s();
 	/* its config goes to the domain process once the answer is out (ctl.c) */
 	r->a->save_config_after_reply = r->d->domid;
-	{
-		double ms[3];
-
-		for (k = 0; k < 3; k++)
-			ms[k] = (ts[k + 1].tv_sec - ts[k].tv_sec) * 1e3 +
-				(ts[k + 1].tv_nsec - ts[k].tv_nsec) / 1e6;
-		agent_log(r->a, "domain %u: resumed after the end record in %.1f ms (xenstore "
-			  "nodes %.1f, ring reset and watches %.1f, unpause %.1f)", r->d->domid,
-			  ms[0] + ms[1] + ms[2], ms[0], ms[1], ms[2]);
-	}
+	agent_log(r->a, "domain %u: resumed after the end record in %.1f ms (xenstore nodes "
+		  "%.1f, ring reset and watches %.1f, unpause %.1f)", r->d->domid,
+		  (t[3] - t[0]) * 1e3, (t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3,
+		  (t[3] - t[2]) * 1e3);
 	r->done = true;
 	return 0;
 }

@@ -11,8 +11,8 @@
  * Sender (stream_tx): records are buffered and handed to a sink in chunks of about
  * STREAM_CHUNK bytes.  Receiver (stream_rx): fed bytes in any split, it creates the
  * domain (paused, incoming: no kernel, memory all zero) on CONFIG, writes pages, loads
- * the state, and on END (hash checked) restores the xenstore nodes and unpauses.  Any error destroys the
- * half-built domain, so a bad stream leaves nothing behind.
+ * the state, and on END (hash checked) restores the xenstore nodes and unpauses.  Any
+ * error destroys the half-built domain, so a bad stream leaves nothing behind.
  */
 #ifndef XST_AGENT_STREAM_H
 #define XST_AGENT_STREAM_H
